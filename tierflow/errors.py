@@ -1,0 +1,51 @@
+"""Exceptions, split the way users act on them.
+
+``UserError`` and its children mean "you used tierflow wrong" (bad config, unknown graph,
+empty question): the CLI prints them as one line and exits 2. ``RunError`` and its
+children mean "the run failed" (every backend of a tier is down, the model file is
+missing): the CLI prints one line and exits 1. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class TierflowError(Exception):
+    """Base of every error tierflow raises on purpose."""
+
+
+class UserError(TierflowError):
+    """The library or CLI was used wrongly; fixing the input fixes it."""
+
+
+class ConfigError(UserError):
+    """The configuration (file, environment or code) is invalid."""
+
+
+class UnknownGraph(UserError):
+    """A graph name that is not registered."""
+
+
+class RunError(TierflowError):
+    """A run could not complete."""
+
+
+class BackendUnavailable(RunError):
+    """A backend cannot be used at all right now (no API key, model file missing...)."""
+
+
+class BackendFailed(RunError):
+    """A backend was called and the call failed."""
+
+
+class TierExhausted(RunError):
+    """Every backend of a tier was unavailable or failed; ``attempts`` says why for each."""
+
+    def __init__(self, tier: str, attempts: list[tuple[str, str]]) -> None:
+        self.tier = tier
+        self.attempts = attempts
+        detail = "; ".join(f"{backend}: {reason}" for backend, reason in attempts) or "no backends"
+        super().__init__(f"tier '{tier}' exhausted ({detail})")
+
+
+class LocalModelError(RunError):
+    """The embedded model could not be found, verified or started."""

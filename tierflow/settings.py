@@ -1,0 +1,329 @@
+"""Typed settings: ``tierflow.toml`` plus environment overrides.
+
+Precedence, highest first: values passed in code, ``TIERFLOW_*`` variables (nested with
+``__``, e.g. ``TIERFLOW_BACKENDS__VLLM__BASE_URL``), the standard variables users already
+have (``MISTRAL_API_KEY``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``TIERFLOW_LOCAL_MODEL``),
+the TOML file, then defaults. ``OTEL_*`` variables are read by the OpenTelemetry SDK itself.
+
+Backend ids such as ``mistral:mistral-large-latest`` are parsed here, once, into
+:class:`BackendRef`; nothing else in tierflow splits those strings.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from tierflow.errors import ConfigError
+
+CONFIG_FILE_NAME = "tierflow.toml"
+
+
+class BackendKind(StrEnum):
+    """The protocols tierflow can talk to."""
+
+    LOCAL = "local"  # the embedded llama.cpp server (OpenAI protocol on 127.0.0.1)
+    VLLM = "vllm"  # any OpenAI-compatible server: vLLM, llama.cpp, TGI...
+    OPENAI = "openai"
+    MISTRAL = "mistral"  # La Plateforme
+
+
+_DEFAULT_MODELS = {
+    BackendKind.OPENAI: "gpt-4o",
+    BackendKind.MISTRAL: "mistral-large-latest",
+}
+
+
+class BackendRef(BaseModel):
+    """One entry of a tier chain: a backend kind and, where it has a choice, a model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: BackendKind
+    model: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> BackendRef:
+        """Parse ``kind`` or ``kind:model`` (the model may itself contain ``/`` or ``:``)."""
+        kind_text, _, model = text.strip().partition(":")
+        try:
+            kind = BackendKind(kind_text)
+        except ValueError:
+            expected = ", ".join(k.value for k in BackendKind)
+            raise ValueError(
+                f"unknown backend kind '{kind_text}' in '{text}' (expected one of {expected})"
+            ) from None
+        if kind is BackendKind.VLLM and not model:
+            raise ValueError(f"'{text}' needs a model name, e.g. 'vllm:mistralai/Ministral-8B'")
+        return cls(kind=kind, model=model or _DEFAULT_MODELS.get(kind))
+
+    @property
+    def id(self) -> str:
+        """The canonical string form, as written in config and shown in run records."""
+        return self.kind.value if self.model is None else f"{self.kind.value}:{self.model}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TierSettings(_Section):
+    """A named, ordered chain of backends. The first available, healthy one answers."""
+
+    backends: list[BackendRef] = Field(min_length=1)
+    local_only: bool = False  # residency: only backends marked local may serve this tier
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _parse_backends(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [BackendRef.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+
+class LocalSettings(_Section):
+    """The embedded llama.cpp server."""
+
+    model_path: Path | None = None  # a GGUF file; default: the packaged Qwen2.5-Coder-0.5B
+    base_url: str | None = None  # use an already running `tierflow local serve` instead
+    n_ctx: int = Field(default=4096, ge=256)
+    threads: int | None = Field(default=None, ge=1)
+    startup_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class VllmSettings(_Section):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = None
+    local: bool = True  # self-hosted: allowed for sensitive data
+
+
+class OpenAISettings(_Section):
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.openai.com/v1"
+    local: bool = False
+
+
+class MistralSettings(_Section):
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.mistral.ai/v1"
+    local: bool = False
+
+
+class BackendsSettings(_Section):
+    local: LocalSettings = LocalSettings()
+    vllm: VllmSettings = VllmSettings()
+    openai: OpenAISettings = OpenAISettings()
+    mistral: MistralSettings = MistralSettings()
+
+
+class Price(_Section):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+def _default_tiers() -> dict[str, TierSettings]:
+    return {
+        "router": TierSettings(backends=[BackendRef.parse("local")]),
+        "reasoning": TierSettings(
+            backends=[
+                BackendRef.parse("mistral:mistral-large-latest"),
+                BackendRef.parse("openai:gpt-4o"),
+                BackendRef.parse("local"),
+            ]
+        ),
+    }
+
+
+def _default_prices() -> dict[str, Price]:
+    # List prices at the time of writing; override in [prices] when they change.
+    return {
+        "mistral:mistral-large-latest": Price(input=2.0, output=6.0),
+        "mistral:mistral-small-latest": Price(input=0.1, output=0.3),
+        "openai:gpt-4o": Price(input=2.5, output=10.0),
+        "openai:gpt-4o-mini": Price(input=0.15, output=0.6),
+    }
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tierflow"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tierflow"
+
+
+class ResilienceSettings(_Section):
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+
+
+class TelemetrySettings(_Section):
+    jaeger_ui_url: str | None = None  # e.g. http://127.0.0.1:16686 turns trace ids into links
+
+
+# Which file the settings sources should read; set by load_settings for one construction.
+_config_file: ContextVar[Path | None] = ContextVar("tierflow_config_file", default=None)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+class _StandardEnvSource(PydanticBaseSettingsSource):
+    """The variables users set for other tools too, mapped into our nested settings."""
+
+    _MAP: Mapping[str, tuple[str, ...]] = {
+        "MISTRAL_API_KEY": ("backends", "mistral", "api_key"),
+        "OPENAI_API_KEY": ("backends", "openai", "api_key"),
+        "OPENAI_BASE_URL": ("backends", "openai", "base_url"),
+        "MISTRAL_BASE_URL": ("backends", "mistral", "base_url"),
+        "TIERFLOW_LOCAL_MODEL": ("backends", "local", "model_path"),
+        "TIERFLOW_LOCAL_URL": ("backends", "local", "base_url"),
+    }
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for var, path in self._MAP.items():
+            value = os.environ.get(var)
+            if not value:
+                continue
+            node = out
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+        return out
+
+
+class TierflowSettings(BaseSettings):
+    """Everything an operator configures. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIERFLOW_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
+    backends: BackendsSettings = BackendsSettings()
+    prices: dict[str, Price] = Field(default_factory=_default_prices)
+    resilience: ResilienceSettings = ResilienceSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+
+    @field_validator("tiers", mode="after")
+    @classmethod
+    def _merge_default_tiers(cls, value: dict[str, TierSettings]) -> dict[str, TierSettings]:
+        # A file that configures only [tiers.reasoning] keeps the default router tier.
+        return {**_default_tiers(), **value}
+
+    @field_validator("prices", mode="after")
+    @classmethod
+    def _merge_default_prices(cls, value: dict[str, Price]) -> dict[str, Price]:
+        return {**_default_prices(), **value}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        data = _read_toml(path) if path is not None else {}
+        return (
+            init_settings,
+            env_settings,
+            _StandardEnvSource(settings_cls),
+            _TomlSource(settings_cls, data),
+        )
+
+    def tier(self, name: str) -> TierSettings:
+        try:
+            return self.tiers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tiers))
+            raise ConfigError(f"unknown tier '{name}' (configured: {known})") from None
+
+    def price(self, backend: BackendRef) -> Price | None:
+        return self.prices.get(backend.id)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+
+
+def find_config_file(explicit: Path | None = None) -> Path | None:
+    """The file to read: an explicit path, ``$TIERFLOW_CONFIG``, or ``./tierflow.toml``."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("TIERFLOW_CONFIG")
+    if env:
+        return Path(env)
+    local = Path.cwd() / CONFIG_FILE_NAME
+    return local if local.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> TierflowSettings:
+    """Load settings; any problem becomes a one-line :class:`ConfigError`."""
+    path = find_config_file(config_file)
+    token = _config_file.set(path)
+    try:
+        return TierflowSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, path)) from None
+    finally:
+        _config_file.reset(token)
+
+
+def _one_line(exc: ValidationError, path: Path | None) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in err and err["type"] not in ("missing", "value_error"):
+        msg = f"{msg} (got {err['input']!r})"
+    source = f"{path}: " if path is not None else "configuration: "
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}{where}: {msg}{more}"
