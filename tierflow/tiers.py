@@ -1,0 +1,225 @@
+"""Tiers: a named, ordered chain of backends, and the fallback along it.
+
+``Tier.ainvoke`` tries each backend in order. A backend that is unavailable (no key,
+residency forbids it) is skipped without a network call; one that fails is recorded and
+the next is tried. Every attempt lands in the result, so the run record can say which
+backend answered and why the others did not. Retries of the same backend and circuit
+breakers are separate layers (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.utils.function_calling import convert_to_openai_function
+from pydantic import BaseModel, ValidationError
+
+from tierflow.backends import Backend, build_backend
+from tierflow.errors import BackendUnavailable, TierExhausted
+from tierflow.record import Attempt, Usage
+from tierflow.settings import Price, TierflowSettings
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierResult:
+    """A successful call: the message, who answered, and every attempt on the way."""
+
+    message: AIMessage
+    backend: Backend
+    attempts: list[Attempt]
+    usage: Usage
+    parsed: BaseModel | None = None
+
+    @property
+    def fallback_from(self) -> str | None:
+        first = self.attempts[0].backend
+        return first if first != self.backend.id else None
+
+    @property
+    def fallback_reason(self) -> str | None:
+        failed = [a for a in self.attempts if a.outcome != "ok"]
+        if not failed:
+            return None
+        return "; ".join(f"{a.backend}: {a.reason}" for a in failed)
+
+
+def strict_schema(output_type: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAI ``response_format`` for a pydantic model, strict mode.
+
+    Used for every tier: on a local llama.cpp/vLLM server it becomes a grammar that
+    constrains decoding, which is what makes a 0.5B model emit valid structure.
+    """
+    fn = convert_to_openai_function(output_type, strict=True)
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": fn["name"], "schema": fn["parameters"], "strict": True},
+    }
+
+
+def _text(message: AIMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(
+        part if isinstance(part, str) else str(part.get("text", ""))
+        for part in content
+        if isinstance(part, str | dict)
+    )
+
+
+def parse_structured(message: AIMessage, output_type: type[T]) -> T:
+    """Validate a model's JSON answer, tolerating a Markdown fence around it."""
+    text = _text(message).strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    return output_type.model_validate_json(text)
+
+
+def _usage(message: AIMessage, price: Price | None) -> Usage:
+    meta = message.usage_metadata
+    tokens_in = int(meta["input_tokens"]) if meta else 0
+    tokens_out = int(meta["output_tokens"]) if meta else 0
+    cost = 0.0
+    if price is not None:
+        cost = (tokens_in * price.input + tokens_out * price.output) / 1_000_000
+    return Usage(input_tokens=tokens_in, output_tokens=tokens_out, cost_usd=round(cost, 8))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(kw_only=True)
+class Tier:
+    """A named chain of backends. ``local_only`` pins it to backends marked local."""
+
+    name: str
+    backends: Sequence[Backend]
+    local_only: bool = False
+    prices: Mapping[str, Price] = field(default_factory=dict)
+
+    async def ainvoke(
+        self,
+        messages: Sequence[BaseMessage],
+        *,
+        output_type: type[BaseModel] | None = None,
+        sensitive: bool = False,
+        **kwargs: Any,
+    ) -> TierResult:
+        """Call the first backend that works. Raises :class:`TierExhausted` if none does."""
+        attempts: list[Attempt] = []
+        if output_type is not None:
+            kwargs["response_format"] = strict_schema(output_type)
+        for backend in self.backends:
+            if (self.local_only or sensitive) and not backend.local:
+                why = "tier is local_only" if self.local_only else "sensitive data"
+                attempts.append(
+                    Attempt(backend=backend.id, outcome="skipped", reason=f"residency: {why}")
+                )
+                continue
+            started = time.perf_counter()
+            try:
+                # Building may start the embedded server (seconds): keep the loop free.
+                model = await asyncio.to_thread(backend.chat_model)
+            except BackendUnavailable as exc:
+                reason = str(exc).removeprefix(f"{backend.id}: ")
+                attempts.append(Attempt(backend=backend.id, outcome="unavailable", reason=reason))
+                continue
+            except Exception as exc:
+                attempts.append(_failed(backend, exc, started))
+                continue
+            try:
+                message = await model.ainvoke(list(messages), **kwargs)
+                if not isinstance(message, AIMessage):
+                    raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
+                parsed = parse_structured(message, output_type) if output_type else None
+            except (ValidationError, json.JSONDecodeError) as exc:
+                attempts.append(_failed(backend, exc, started, "invalid structured output"))
+                continue
+            except Exception as exc:  # any provider error moves the chain on
+                attempts.append(_failed(backend, exc, started))
+                continue
+            attempts.append(
+                Attempt(
+                    backend=backend.id,
+                    outcome="ok",
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+            )
+            return TierResult(
+                message=message,
+                backend=backend,
+                attempts=attempts,
+                usage=_usage(message, self.prices.get(backend.id)),
+                parsed=parsed,
+            )
+        raise TierExhausted(self.name, [(a.backend, a.reason or a.outcome) for a in attempts])
+
+
+def _failed(
+    backend: Backend, exc: BaseException, started: float, prefix: str | None = None
+) -> Attempt:
+    reason = _reason(exc)
+    return Attempt(
+        backend=backend.id,
+        outcome="failed",
+        reason=f"{prefix}: {reason}" if prefix else reason,
+        error_type=type(exc).__name__,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+class TierSet(Mapping[str, Tier]):
+    """The tiers a graph can use, by name; built from settings, overridable in code."""
+
+    def __init__(self, tiers: Mapping[str, Tier]) -> None:
+        self._tiers = dict(tiers)
+
+    @classmethod
+    def from_settings(
+        cls, settings: TierflowSettings, overrides: Mapping[str, Tier] | None = None
+    ) -> TierSet:
+        prices = dict(settings.prices)
+        shared: dict[str, Backend] = {}  # one Backend (and client) per id across tiers
+        tiers: dict[str, Tier] = {}
+        for name, cfg in settings.tiers.items():
+            backends = [
+                shared.setdefault(ref.id, build_backend(ref, settings)) for ref in cfg.backends
+            ]
+            tiers[name] = Tier(
+                name=name, backends=backends, local_only=cfg.local_only, prices=prices
+            )
+        tiers.update(overrides or {})
+        return cls(tiers)
+
+    def __getitem__(self, name: str) -> Tier:
+        try:
+            return self._tiers[name]
+        except KeyError:
+            from tierflow.errors import ConfigError
+
+            known = ", ".join(sorted(self._tiers))
+            raise ConfigError(f"unknown tier '{name}' (configured: {known})") from None
+
+    def __iter__(self) -> Any:
+        return iter(self._tiers)
+
+    def __len__(self) -> int:
+        return len(self._tiers)
+
+    def backends(self) -> list[Backend]:
+        seen: dict[str, Backend] = {}
+        for tier in self._tiers.values():
+            for backend in tier.backends:
+                seen.setdefault(backend.id, backend)
+        return list(seen.values())
