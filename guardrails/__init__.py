@@ -1,0 +1,1 @@
+"""Input, tool-call, tool-result and output guardrails."""

@@ -1,0 +1,1 @@
+"""The Streamlit console (uses only the public tierflow API)."""
