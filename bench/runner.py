@@ -1,0 +1,62 @@
+"""Run benchmarks and record their results with the command and machine that made them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tierflow.errors import UserError
+
+Benchmark = Callable[[], dict[str, Any]]
+
+
+def _embedded() -> dict[str, Any]:
+    from tierflow.bench.embedded import run
+
+    return run()
+
+
+def _overhead() -> dict[str, Any]:
+    from tierflow.bench.overhead import run
+
+    return run()
+
+
+BENCHMARKS: dict[str, Benchmark] = {"embedded": _embedded, "overhead": _overhead}
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.machine(),
+    }
+
+
+def run_benchmarks(name: str | None, results_dir: Path) -> None:
+    names = [name] if name else list(BENCHMARKS)
+    for n in names:
+        if n not in BENCHMARKS:
+            raise UserError(f"unknown benchmark '{n}' (available: {', '.join(BENCHMARKS)})")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        print(f"running {n}…", file=sys.stderr, flush=True)
+        figures = BENCHMARKS[n]()
+        record = {
+            "benchmark": n,
+            "command": f"tierflow bench {n}",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": _machine(),
+            "results": figures,
+        }
+        path = results_dir / f"{n}.json"
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps(record["results"], indent=2))
+        print(f"recorded in {path}", file=sys.stderr)
