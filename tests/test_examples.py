@@ -5,7 +5,7 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
-from tierflow import Runner, TierflowSettings, register_graph
+from tierflow import Runner, TierflowSettings
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
 from tierflow.tiers import Tier
 
@@ -16,7 +16,6 @@ async def test_triage_example_routes_billing_to_local_backends_only(
     settings: TierflowSettings,
 ) -> None:
     triage_graph = runpy.run_path(str(EXAMPLE))["triage_graph"]
-    register_graph("triage", triage_graph)
     hosted = ScriptedChatModel(default="hosted answer")
     local = ScriptedChatModel(default="We will refund the duplicate charge.")
     reasoning = Tier(
@@ -28,7 +27,9 @@ async def test_triage_example_routes_billing_to_local_backends_only(
     )
     routing = ScriptedChatModel().enqueue({"route": "billing"}, {"route": "tech"})
     router = scripted_tier("router", routing)
-    runner = Runner(settings, tiers={"router": router, "reasoning": reasoning})
+    runner = Runner(
+        settings, tiers={"router": router, "reasoning": reasoning}, graphs={"triage": triage_graph}
+    )
 
     record = await runner.ask("I was charged twice this month", graph="triage")
 

@@ -15,7 +15,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from opentelemetry.trace import Status, StatusCode
 
 from tierflow.errors import UserError
-from tierflow.graphs.registry import get_graph
+from tierflow.graphs.registry import GraphFactory, get_graph
 from tierflow.record import RunRecord, Step, Usage
 from tierflow.settings import TierflowSettings, load_settings
 from tierflow.telemetry import format_trace_id, tracer
@@ -45,10 +45,12 @@ class Runner:
         settings: TierflowSettings | None = None,
         *,
         tiers: Mapping[str, Tier] | None = None,
+        graphs: Mapping[str, GraphFactory] | None = None,
         checkpoint_path: Path | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.tiers = TierSet.from_settings(self.settings, overrides=tiers)
+        self._graphs = dict(graphs or {})  # this runner's own graphs, before the registry
         self.checkpoint_path = checkpoint_path or self.settings.state_dir / "checkpoints.sqlite"
         self._stack: AsyncExitStack | None = None
         self._saver: AsyncSqliteSaver | None = None
@@ -81,10 +83,13 @@ class Runner:
             await saver.conn.execute("PRAGMA synchronous=NORMAL")
             yield saver
 
+    def _factory(self, graph: str) -> GraphFactory:
+        return self._graphs.get(graph) or get_graph(graph)
+
     async def _app(self, graph: str, saver: AsyncSqliteSaver) -> Any:
         if self._saver is saver and graph in self._apps:
             return self._apps[graph]
-        app = get_graph(graph)(self.tiers).compile(checkpointer=saver)
+        app = self._factory(graph)(self.tiers).compile(checkpointer=saver)
         if self._saver is saver:
             self._apps[graph] = app
         return app
@@ -103,7 +108,7 @@ class Runner:
             raise UserError("the question is empty")
         if len(question) > MAX_QUESTION_CHARS:
             raise UserError(f"the question is too long ({len(question)} > {MAX_QUESTION_CHARS})")
-        get_graph(graph)  # UnknownGraph before any work
+        self._factory(graph)  # UnknownGraph before any work
         thread_id = thread_id or uuid.uuid4().hex[:16]
         with tracer().start_as_current_span(f"invoke_workflow {graph}") as span:
             span.set_attribute("gen_ai.operation.name", "invoke_workflow")
