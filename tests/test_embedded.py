@@ -136,3 +136,30 @@ def test_missing_model_file_is_a_one_line_error(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "local model file not found" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_local_serve_runs_in_the_foreground_until_terminated(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tierflow", "local", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the model is loaded
+        assert line.startswith("serving qwen2.5-coder-0.5b-instruct-q4_k_m at http://127.0.0.1:")
+        url = line.split(" at ", 1)[1].strip()
+        reply = httpx.post(
+            url + "/chat/completions",
+            json={"messages": [{"role": "user", "content": "Say OK"}], "max_tokens": 5},
+            timeout=60,
+        ).json()
+        assert reply["choices"][0]["message"]["content"]
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()

@@ -8,6 +8,7 @@ provider with no exporter, so trace ids are real and nothing leaves the process.
 
 from __future__ import annotations
 
+import os
 import threading
 
 from opentelemetry import trace
@@ -26,9 +27,9 @@ def tracer() -> trace.Tracer:
             current = trace.get_tracer_provider()
             # The API's default is a proxy that records nothing and yields all-zero ids.
             if type(current).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
-                trace.set_tracer_provider(
-                    TracerProvider(resource=Resource.create({"service.name": "tierflow"}))
-                )
+                # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over our default name.
+                attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "tierflow"}
+                trace.set_tracer_provider(TracerProvider(resource=Resource.create(attrs)))
             _installed = True
     return trace.get_tracer("tierflow")
 
