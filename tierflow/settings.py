@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -178,6 +178,41 @@ class ResilienceSettings(_Section):
     connect_timeout_s: float = Field(default=3.0, gt=0)
 
 
+class SqlToolSettings(_Section):
+    # sqlite:///path.db, duckdb:///path.duckdb or postgresql://...; env TIERFLOW_SQL_URL.
+    # None: the demo shop database built by `tierflow demo` in the state dir.
+    url: str | None = None
+    max_rows: int = Field(default=200, ge=1)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class PythonToolSettings(_Section):
+    timeout_s: float = Field(default=10.0, gt=0)
+    memory_mb: int = Field(default=512, ge=64)
+    # Allow a weaker sandbox when no strong one works here; marked in every result.
+    allow_weak_sandbox: bool = False
+
+
+class WebSearchToolSettings(_Section):
+    backend: Literal["ddgs", "searxng"] = "ddgs"
+    searxng_url: str | None = None  # a SearxNG instance's base URL, JSON format enabled
+    timeout_s: float = Field(default=8.0, gt=0)  # overall deadline for one search
+    max_results: int = Field(default=5, ge=1, le=20)
+
+
+class RetrievalToolSettings(_Section):
+    docs_dir: Path | None = None  # env TIERFLOW_DOCS_DIR; None: the demo corpus
+    index_dir: Path | None = None  # None: <state_dir>/index
+    top_k: int = Field(default=4, ge=1, le=20)
+
+
+class ToolsSettings(_Section):
+    sql: SqlToolSettings = SqlToolSettings()
+    python: PythonToolSettings = PythonToolSettings()
+    web_search: WebSearchToolSettings = WebSearchToolSettings()
+    retrieval: RetrievalToolSettings = RetrievalToolSettings()
+
+
 class TelemetrySettings(_Section):
     jaeger_ui_url: str | None = None  # e.g. http://127.0.0.1:16686 turns trace ids into links
 
@@ -208,6 +243,8 @@ class _StandardEnvSource(PydanticBaseSettingsSource):
         "MISTRAL_BASE_URL": ("backends", "mistral", "base_url"),
         "TIERFLOW_LOCAL_MODEL": ("backends", "local", "model_path"),
         "TIERFLOW_LOCAL_URL": ("backends", "local", "base_url"),
+        "TIERFLOW_SQL_URL": ("tools", "sql", "url"),
+        "TIERFLOW_DOCS_DIR": ("tools", "retrieval", "docs_dir"),
     }
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
@@ -238,6 +275,7 @@ class TierflowSettings(BaseSettings):
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     resilience: ResilienceSettings = ResilienceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    tools: ToolsSettings = ToolsSettings()
     state_dir: Path = Field(default_factory=_default_state_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 

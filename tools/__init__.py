@@ -1,1 +1,6 @@
-"""Tool declaration and the built-in tools (web search, sandboxed code, SQL, retrieval)."""
+"""Tool declaration (:func:`tool`) and the built-in tools (web search, sandboxed code,
+read-only SQL, retrieval)."""
+
+from tierflow.tools.tool import Tool, ToolError, ToolErrorInfo, ToolOutcome, ToolPolicy, tool
+
+__all__ = ["Tool", "ToolError", "ToolErrorInfo", "ToolOutcome", "ToolPolicy", "tool"]

@@ -1,0 +1,215 @@
+"""Tool declaration: a typed function becomes a :class:`Tool` with a strict JSON schema.
+
+::
+
+    @tool(timeout_s=5)
+    def get_weather(city: str, days: int = 1) -> dict[str, object]:
+        \"\"\"Forecast for a city.
+
+        Args:
+            city: City name, e.g. "Paris".
+            days: How many days ahead (1-7).
+        \"\"\"
+        ...
+
+The schema comes from the signature and the Google-style docstring (langchain-core's
+parser). Arguments are validated before the call; a bad argument, a timeout, a
+:class:`ToolError` or any other exception becomes a :class:`ToolOutcome` with
+``ok=False`` and a message the model can act on. Nothing a tool does raises into the
+graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from langchain_core.tools.base import create_schema_from_function
+from langchain_core.utils.function_calling import convert_to_openai_function
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ToolError(Exception):
+    """Raise from a tool for an expected failure; ``type`` and the message reach the model."""
+
+    def __init__(self, message: str, *, type: str = "tool_error") -> None:
+        super().__init__(message)
+        self.type = type
+
+
+class ToolErrorInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    message: str
+
+
+class ToolOutcome(BaseModel):
+    """What a tool call produced: the ``tierflow tool --json`` contract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ok: bool
+    output: Any = None
+    error: ToolErrorInfo | None = None
+    truncated: bool = False
+    duration_ms: float = 0.0
+
+    @classmethod
+    def failure(cls, type: str, message: str, duration_ms: float = 0.0) -> ToolOutcome:
+        return cls(
+            ok=False, error=ToolErrorInfo(type=type, message=message), duration_ms=duration_ms
+        )
+
+    def for_model(self) -> str:
+        """The text the model reads back: the output as JSON, or the error."""
+        if self.ok:
+            text = (
+                self.output
+                if isinstance(self.output, str)
+                else json.dumps(self.output, default=str)
+            )
+            return text + ("\n[output truncated]" if self.truncated else "")
+        assert self.error is not None
+        return f"ERROR ({self.error.type}): {self.error.message}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolPolicy:
+    """Per-tool limits."""
+
+    timeout_s: float = 30.0
+    max_output_chars: int = 16_000
+    requires_approval: bool = False  # pause the run (LangGraph interrupt) before calling
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tool:
+    """A callable the model may invoke. Build with :func:`tool`."""
+
+    name: str
+    description: str
+    args_model: type[BaseModel]
+    fn: Callable[..., Any]
+    policy: ToolPolicy = field(default_factory=ToolPolicy)
+
+    @functools.cached_property
+    def parameters(self) -> dict[str, Any]:
+        """The strict JSON schema of the arguments."""
+        fn = convert_to_openai_function(self.args_model, strict=True)
+        return dict(fn["parameters"])
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAI/Mistral ``tools`` entry."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+                "strict": True,
+            },
+        }
+
+    def validate_args(self, args: Any) -> dict[str, Any]:
+        """Validated arguments, or a :class:`ToolError` saying what to fix."""
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ToolError(
+                    f"arguments are not valid JSON: {exc}", type="invalid_arguments"
+                ) from None
+        if not isinstance(args, dict):
+            raise ToolError("arguments must be a JSON object", type="invalid_arguments")
+        try:
+            model = self.args_model.model_validate(args)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            expected = ", ".join(self.parameters.get("properties", {}))
+            raise ToolError(
+                f"{problems} (expected arguments: {expected})", type="invalid_arguments"
+            ) from None
+        return {k: getattr(model, k) for k in type(model).model_fields}
+
+    async def run(self, args: Any) -> ToolOutcome:
+        """Validate, call with the timeout, cap the output. Never raises."""
+        started = time.perf_counter()
+
+        def ms() -> float:
+            return round((time.perf_counter() - started) * 1000, 2)
+
+        try:
+            kwargs = self.validate_args(args)
+            async with asyncio.timeout(self.policy.timeout_s):
+                if inspect.iscoroutinefunction(self.fn):
+                    output = await self.fn(**kwargs)
+                else:
+                    output = await asyncio.to_thread(self.fn, **kwargs)
+        except ToolError as exc:
+            return ToolOutcome.failure(exc.type, str(exc), ms())
+        except TimeoutError:
+            return ToolOutcome.failure(
+                "timeout", f"{self.name} took longer than {self.policy.timeout_s:g}s", ms()
+            )
+        except Exception as exc:  # a tool bug must not crash the run; the model reads it
+            return ToolOutcome.failure(type(exc).__name__, str(exc) or type(exc).__name__, ms())
+        return _capped(output, self.policy.max_output_chars, ms())
+
+
+def _capped(output: Any, limit: int, duration_ms: float) -> ToolOutcome:
+    text = output if isinstance(output, str) else json.dumps(output, default=str)
+    if len(text) <= limit:
+        return ToolOutcome(ok=True, output=output, duration_ms=duration_ms)
+    return ToolOutcome(ok=True, output=text[:limit], truncated=True, duration_ms=duration_ms)
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    timeout_s: float = 30.0,
+    max_output_chars: int = 16_000,
+    requires_approval: bool = False,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout_s: float = 30.0,
+    max_output_chars: int = 16_000,
+    requires_approval: bool = False,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a typed function (sync or async) with a docstring into a :class:`Tool`."""
+    policy = ToolPolicy(
+        timeout_s=timeout_s, max_output_chars=max_output_chars, requires_approval=requires_approval
+    )
+
+    def build(f: Callable[..., Any]) -> Tool:
+        doc = inspect.getdoc(f)
+        if not doc:
+            raise TypeError(f"tool {f.__name__!r} needs a docstring: it is the model's description")
+        tool_name = name or f.__name__
+        args_model = create_schema_from_function(
+            tool_name, f, parse_docstring=True, error_on_invalid_docstring=False
+        )
+        description = doc.split("\n\n", 1)[0].strip()
+        return Tool(
+            name=tool_name, description=description, args_model=args_model, fn=f, policy=policy
+        )
+
+    return build(fn) if fn is not None else build
+
+
+ToolFn = Callable[..., Any] | Callable[..., Awaitable[Any]]
