@@ -204,6 +204,8 @@ def tool(
         args_model = create_schema_from_function(
             tool_name, f, parse_docstring=True, error_on_invalid_docstring=False
         )
+        if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
+            raise TypeError(f"tool {tool_name!r}: could not derive a pydantic v2 schema")
         description = doc.split("\n\n", 1)[0].strip()
         return Tool(
             name=tool_name, description=description, args_model=args_model, fn=f, policy=policy
