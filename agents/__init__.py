@@ -1,6 +1,6 @@
-"""Agents: a typed spec (configuration only) and the graph node that runs one."""
+"""Agents: a typed spec (configuration only) and the graph nodes that run one."""
 
-from tierflow.agents.agent import Agent
-from tierflow.agents.node import agent_node
+from tierflow.agents.agent import Agent, AgentLimits
+from tierflow.agents.node import add_agent, agent_node, tools_node
 
-__all__ = ["Agent", "agent_node"]
+__all__ = ["Agent", "AgentLimits", "add_agent", "agent_node", "tools_node"]

@@ -1,4 +1,11 @@
-"""The graph node that runs an :class:`Agent`: one model call through its tier.
+"""Running an :class:`Agent` inside a LangGraph graph.
+
+An agent is two nodes: ``<name>`` (one model turn on the agent's tier) and, if it has
+tools, ``<name>_tools`` (runs the requested calls in parallel). They loop until the
+model answers or ``max_tool_rounds`` is spent. Because each round is its own graph step,
+the checkpointer saves after every tool round: a resumed run does not repeat a tool call
+that completed, and a tool marked ``requires_approval`` can pause the run (LangGraph
+``interrupt``) before anything runs.
 
 A tier whose every backend is down does not crash the graph: the node answers with a
 clearly marked degraded message and its step says so (DESIGN.md, layer 3).
@@ -6,24 +13,47 @@ clearly marked degraded message and its step says so (DESIGN.md, layer 3).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
-from langchain_core.messages import AIMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
 from langgraph.config import get_stream_writer
+from langgraph.graph import END, StateGraph
+from langgraph.types import interrupt
+from pydantic import ValidationError
 
+from tierflow.agents._recover import new_call_id
+from tierflow.agents._turn import AgentTurnPlan, ModelTurn
 from tierflow.agents.agent import Agent
 from tierflow.errors import TierExhausted
-from tierflow.record import Attempt, Step
+from tierflow.record import Attempt, Step, ToolCallRecord
 from tierflow.state import GraphState
-from tierflow.tiers import TierResult, TierSet
+from tierflow.tiers import Tier, TierResult, TierSet, parse_structured
+from tierflow.tools.tool import ToolOutcome
 
 
 class NodeFn(Protocol):
     """What tierflow's node factories return: an async LangGraph node over GraphState."""
 
     def __call__(self, state: GraphState) -> Awaitable[dict[str, Any]]: ...
+
+
+def emit(event: str, **data: Any) -> None:
+    """Send a progress event to whoever streams the run (no-op outside a stream)."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # called outside a LangGraph run
+        return
+    writer({"event": event, **data})
 
 
 def step_from_result(node: str, tier: str, result: TierResult, started: float) -> Step:
@@ -40,43 +70,81 @@ def step_from_result(node: str, tier: str, result: TierResult, started: float) -
     )
 
 
-def degraded_step(node: str, tier: str, exc: TierExhausted, started: float) -> Step:
-    attempts = [Attempt(backend=b, outcome="failed", reason=r) for b, r in exc.attempts]
+def degraded_step(node: str, tier: str, attempts: list[tuple[str, str]], started: float) -> Step:
     return Step(
         node=node,
         tier=tier,
         backend=None,
         model=None,
-        fallback_from=exc.attempts[0][0] if exc.attempts else None,
-        fallback_reason="; ".join(f"{b}: {r}" for b, r in exc.attempts),
-        attempts=attempts,
+        fallback_from=attempts[0][0] if attempts else None,
+        fallback_reason="; ".join(f"{b}: {r}" for b, r in attempts),
+        attempts=[Attempt(backend=b, outcome="failed", reason=r) for b, r in attempts],
         degraded=True,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
 
 
-def emit(event: str, **data: Any) -> None:
-    """Send a progress event to whoever streams the run (no-op outside a stream)."""
+def _since_last_question(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], HumanMessage):
+            return list(messages[i + 1 :])
+    return list(messages)
+
+
+def _tool_rounds(messages: Sequence[BaseMessage], agent: str) -> int:
+    return sum(
+        1
+        for m in _since_last_question(messages)
+        if isinstance(m, AIMessage) and m.tool_calls and m.name == agent
+    )
+
+
+async def _repair(
+    tier: Tier,
+    agent: Agent,
+    messages: Sequence[BaseMessage],
+    text: str,
+    error: str,
+    sensitive: bool,
+) -> tuple[str, TierResult | None]:
+    """One attempt to turn an answer that failed validation into a valid one."""
+    assert agent.output_type is not None
+    ask = HumanMessage(
+        f"Your answer did not match the required schema ({error}). "
+        "Reply again with only the corrected JSON."
+    )
     try:
-        writer = get_stream_writer()
-    except RuntimeError:  # called outside a LangGraph run
-        return
-    writer({"event": event, **data})
+        result = await tier.ainvoke(
+            [*messages, AIMessage(text), ask], output_type=agent.output_type, sensitive=sensitive
+        )
+    except TierExhausted:
+        return text, None
+    assert result.parsed is not None
+    return result.parsed.model_dump_json(), result
 
 
 def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
-    """A LangGraph node that answers the conversation with ``agent`` on its tier."""
+    """The model-turn node of ``agent`` (see :func:`add_agent` for the whole agent)."""
     tier = tiers[agent.tier]  # fail at build time on an unknown tier
 
     async def run(state: GraphState) -> dict[str, Any]:
         started = time.perf_counter()
         emit("node_started", node=agent.name, tier=tier.name)
-        messages = [SystemMessage(agent.instructions), *state.get("messages", [])]
+        history = list(state.get("messages", []))
+        messages = [SystemMessage(agent.instructions), *history]
         sensitive = agent.local_only or bool(state.get("sensitive"))
+        allow_tools = _tool_rounds(history, agent.name) < agent.limits.max_tool_rounds
+        plan = AgentTurnPlan(agent.tools, agent.output_type, allow_tools)
         try:
-            result = await tier.ainvoke(messages, sensitive=sensitive)
-        except TierExhausted as exc:
-            step = degraded_step(agent.name, tier.name, exc, started)
+            async with asyncio.timeout(agent.limits.timeout_s):
+                result = await tier.ainvoke(messages, plan=plan, sensitive=sensitive)
+        except (TierExhausted, TimeoutError) as exc:
+            attempts = (
+                exc.attempts
+                if isinstance(exc, TierExhausted)
+                else [("(tier)", f"timed out after {agent.limits.timeout_s:g}s")]
+            )
+            step = degraded_step(agent.name, tier.name, attempts, started)
             reply = AIMessage(
                 content=(
                     f"[degraded] No answer: every backend of the '{tier.name}' tier failed "
@@ -84,15 +152,140 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                 ),
                 name=agent.name,
             )
+            emit("node_finished", node=agent.name, tier=tier.name, backend=None)
+            return {"messages": [reply], "steps": [step.model_dump()]}
+
+        turn: ModelTurn = result.parsed
+        step = step_from_result(agent.name, tier.name, result, started)
+        out: list[BaseMessage] = []
+        if turn.tool_calls or turn.invalid_calls:
+            calls = list(turn.tool_calls)
+            errors: list[BaseMessage] = []
+            for bad in turn.invalid_calls:
+                call_id = new_call_id()
+                calls.append(
+                    ToolCall(name=str(bad.get("name")), args={}, id=call_id, type="tool_call")
+                )
+                errors.append(
+                    ToolMessage(
+                        content=f"ERROR (invalid_arguments): not valid JSON: {bad.get('args')!r}",
+                        tool_call_id=call_id,
+                        name=str(bad.get("name")),
+                        status="error",
+                        artifact=ToolOutcome.failure(
+                            "invalid_arguments", "not valid JSON"
+                        ).model_dump(),
+                    )
+                )
+            out = [AIMessage(content=turn.text, tool_calls=calls, name=agent.name), *errors]
+            step.tool_calls = [
+                ToolCallRecord(id=c["id"] or "", name=c["name"], args=c["args"]) for c in calls
+            ]
+            for c in calls:
+                emit("tool_call", node=agent.name, tool=c["name"], id=c["id"], args=c["args"])
         else:
-            step = step_from_result(agent.name, tier.name, result, started)
-            reply = AIMessage(
-                content=result.message.content,
-                name=agent.name,
-                response_metadata={"backend": result.backend.id},
-                usage_metadata=result.message.usage_metadata,
-            )
+            text = turn.text
+            if agent.output_type is not None:
+                try:
+                    text = parse_structured(AIMessage(text), agent.output_type).model_dump_json()
+                except (ValidationError, ValueError) as exc:
+                    text, repaired = await _repair(
+                        tier, agent, messages, text, str(exc)[:300], sensitive
+                    )
+                    if repaired is not None:
+                        step.usage = step.usage + repaired.usage
+                    else:
+                        step.degraded = True
+            out = [
+                AIMessage(
+                    content=text,
+                    name=agent.name,
+                    response_metadata={"backend": result.backend.id},
+                    usage_metadata=result.message.usage_metadata,
+                )
+            ]
         emit("node_finished", node=agent.name, tier=tier.name, backend=step.backend)
-        return {"messages": [reply], "steps": [step.model_dump()]}
+        return {"messages": out, "steps": [step.model_dump()]}
 
     return run
+
+
+def tools_node(agent: Agent) -> NodeFn:
+    """Runs the tool calls of ``agent``'s last turn, in parallel, after any approvals."""
+
+    async def run(state: GraphState) -> dict[str, Any]:
+        messages = list(state.get("messages", []))
+        answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+        last = next(
+            (m for m in reversed(messages) if isinstance(m, AIMessage) and m.tool_calls), None
+        )
+        if last is None:
+            return {}
+        pending = [c for c in last.tool_calls if c["id"] not in answered]
+        gated = [c for c in pending if (t := agent.tool(c["name"])) and t.policy.requires_approval]
+        approved = True
+        if gated:
+            # Runs before any tool: on resume this node starts over, so nothing repeats.
+            decision = interrupt(
+                {
+                    "type": "approval",
+                    "agent": agent.name,
+                    "calls": [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in gated],
+                }
+            )
+            approved = decision in (True, "approve", "approved", "yes")
+        gated_ids = {c["id"] for c in gated}
+
+        async def one(call: ToolCall) -> ToolMessage:
+            tool = agent.tool(call["name"])
+            if tool is None:
+                known = ", ".join(t.name for t in agent.tools)
+                outcome = ToolOutcome.failure(
+                    "unknown_tool", f"no tool '{call['name']}' (tools: {known})"
+                )
+            elif call["id"] in gated_ids and not approved:
+                outcome = ToolOutcome.failure("rejected", "a human reviewer rejected this call")
+            else:
+                outcome = await tool.run(call["args"])
+            emit("tool_result", node=agent.name, tool=call["name"], id=call["id"], ok=outcome.ok)
+            return ToolMessage(
+                content=outcome.for_model(),
+                tool_call_id=call["id"] or "",
+                name=call["name"],
+                status="success" if outcome.ok else "error",
+                artifact=outcome.model_dump(),
+            )
+
+        results = await asyncio.gather(*(one(c) for c in pending))
+        return {"messages": list(results)}
+
+    return run
+
+
+def _needs_tools(state: GraphState, agent: Agent) -> bool:
+    messages = state.get("messages", [])
+    last = messages[-1] if messages else None
+    if isinstance(last, AIMessage) and last.tool_calls and last.name == agent.name:
+        return True
+    # invalid calls were answered in the same turn: go back to the model
+    return isinstance(last, ToolMessage)
+
+
+def add_agent(graph: StateGraph[Any], agent: Agent, tiers: TierSet, *, then: str = END) -> str:
+    """Add ``agent`` (model node + tools node) to ``graph``; continue to ``then``.
+
+    Returns the entry node's name (the agent's name), for edges into it.
+    """
+    graph.add_node(agent.name, agent_node(agent, tiers))
+    if agent.tools:
+        tools_name = f"{agent.name}_tools"
+        graph.add_node(tools_name, tools_node(agent))
+        graph.add_conditional_edges(
+            agent.name,
+            lambda s: tools_name if _needs_tools(s, agent) else then,
+            [tools_name, then],
+        )
+        graph.add_edge(tools_name, agent.name)
+    else:
+        graph.add_edge(agent.name, then)
+    return agent.name

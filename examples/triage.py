@@ -2,31 +2,38 @@
 
 import asyncio
 
-from langgraph.graph import END, START, StateGraph
-
-from tierflow import Agent, GraphState, Runner, TierSet, agent_node, register_graph, router_node
+from tierflow import Agent, BuildContext, Route, Runner, register_graph, router_graph, tool
 
 
-def triage_graph(tiers: TierSet) -> StateGraph[GraphState]:
-    routes = {"billing": "invoices, refunds, payments", "tech": "bugs, errors, outages"}
+@tool
+def invoice_status(invoice_id: str) -> dict[str, str]:
+    """Look up an invoice.
+
+    Args:
+        invoice_id: The invoice number, e.g. "INV-1042".
+    """
+    return {"invoice_id": invoice_id, "status": "paid twice", "refund": "pending"}
+
+
+def triage_graph(ctx: BuildContext):  # -> StateGraph, compiled by the Runner
     billing = Agent(
         name="billing",
         tier="reasoning",
         local_only=True,
+        tools=[invoice_status],
         instructions="You resolve billing questions. Never invent amounts.",
     )
     tech = Agent(name="tech", tier="reasoning", instructions="You are a support engineer.")
-    graph = StateGraph(GraphState)
-    graph.add_node("router", router_node(routes, tiers=tiers))  # router tier, constrained
-    for agent in (billing, tech):
-        graph.add_node(agent.name, agent_node(agent, tiers))
-        graph.add_edge(agent.name, END)
-    graph.add_edge(START, "router")
-    graph.add_conditional_edges("router", lambda s: s["route"], {r: r for r in routes})
-    return graph
+    return router_graph(
+        ctx.tiers,
+        {
+            "billing": Route(description="invoices, refunds, payments", agent=billing),
+            "tech": Route(description="bugs, errors, outages", agent=tech),
+        },
+    )
 
 
 if __name__ == "__main__":
     register_graph("triage", triage_graph)
-    record = asyncio.run(Runner().ask("I was charged twice this month", graph="triage"))
+    record = asyncio.run(Runner().ask("Invoice INV-1042 was charged twice", graph="triage"))
     print(record.route, record.steps[-1].backend, record.answer)

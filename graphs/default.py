@@ -1,65 +1,110 @@
-"""The default graph behind ``tierflow ask``: a router on the router tier sends the
-question to one specialist on the reasoning tier."""
+"""The ready-made graphs. ``default`` is what ``tierflow ask`` runs: the router tier sends
+the question to one of four specialists on the reasoning tier, each with its tools."""
 
 from __future__ import annotations
 
-from typing import Any
+from langgraph.graph import START, StateGraph
 
-from langgraph.graph import END, START, StateGraph
-
-from tierflow.agents import Agent, agent_node
-from tierflow.graphs.router import router_node
+from tierflow.agents import Agent, add_agent
+from tierflow.graphs.builder import Route, planner_graph, router_graph, supervisor_graph
+from tierflow.graphs.registry import BuildContext, GraphFactory
 from tierflow.state import GraphState
-from tierflow.tiers import TierSet
 
-_STYLE = "Answer concisely and accurately. If you are unsure, say so."
+_STYLE = (
+    "Answer concisely. Base the answer on your tool results and cite what you used. "
+    "If a tool fails, say so plainly instead of guessing."
+)
 
-SPECIALISTS: dict[str, tuple[str, Agent]] = {
-    "general": (
-        "general knowledge, explanations, advice, writing and anything else",
-        Agent(name="generalist", tier="reasoning", instructions=f"You are helpful. {_STYLE}"),
-    ),
-    "code": (
-        "programming: writing, explaining, reviewing or debugging code",
-        Agent(
-            name="coder",
-            tier="reasoning",
-            instructions=f"You are a senior software engineer. Show code when useful. {_STYLE}",
+
+def specialists(ctx: BuildContext) -> dict[str, Route]:
+    """The four specialists of the default graph, by route."""
+    t = ctx.tools
+    return {
+        "data": Route(
+            description="questions about the shop's customers, products, orders, sales or revenue",
+            agent=Agent(
+                name="analyst",
+                tier="reasoning",
+                tools=t("sql_schema", "sql_query"),
+                instructions=(
+                    "You are a data analyst with read-only SQL access to the shop database. "
+                    "Look at the schema first, then query; show the SQL you ran. " + _STYLE
+                ),
+            ),
         ),
-    ),
-    "data": (
-        "numbers, calculations, statistics, SQL and questions about business data",
-        Agent(
-            name="analyst",
-            tier="reasoning",
-            instructions=f"You are a careful data analyst. Show your working. {_STYLE}",
+        "docs": Route(
+            description=(
+                "company policies and handbook: returns, shipping, leave, expenses, security"
+            ),
+            agent=Agent(
+                name="librarian",
+                tier="reasoning",
+                tools=t("retrieve"),
+                instructions=(
+                    "You answer from the company's documents. Retrieve passages, then answer "
+                    "and cite them as [source#position]. " + _STYLE
+                ),
+            ),
         ),
-    ),
-}
+        "code": Route(
+            description="writing or running Python code, algorithms, exact calculations",
+            agent=Agent(
+                name="coder",
+                tier="reasoning",
+                tools=t("run_python"),
+                instructions=(
+                    "You are a senior engineer. Run code to check results before answering; "
+                    "show the code. " + _STYLE
+                ),
+            ),
+        ),
+        "web": Route(
+            description="news, current events, or facts to look up on the public web",
+            agent=Agent(
+                name="researcher",
+                tier="reasoning",
+                tools=t("web_search"),
+                instructions=(
+                    "You research on the web. Search, then answer citing URLs. If search is "
+                    "unavailable, say so and mark anything from memory as unverified. " + _STYLE
+                ),
+            ),
+        ),
+    }
 
 
-def build_default_graph(tiers: TierSet) -> StateGraph[Any]:
-    """router -> one of generalist / coder / analyst -> END."""
-    graph: StateGraph[Any] = StateGraph(GraphState)
-    routes = {route: desc for route, (desc, _) in SPECIALISTS.items()}
-    graph.add_node("router", router_node(routes, tiers=tiers, tier="router"))
-    for _, agent in SPECIALISTS.values():
-        graph.add_node(agent.name, agent_node(agent, tiers))
-        graph.add_edge(agent.name, END)
-    graph.add_edge(START, "router")
-    graph.add_conditional_edges(
-        "router",
-        lambda state: state["route"],
-        {route: agent.name for route, (_, agent) in SPECIALISTS.items()},
+def build_default_graph(ctx: BuildContext) -> StateGraph[GraphState]:
+    """router -> analyst | librarian | coder | researcher (each with its tool loop)."""
+    return router_graph(ctx.tiers, specialists(ctx), router_tier="router", default="docs")
+
+
+def build_direct_graph(ctx: BuildContext) -> StateGraph[GraphState]:
+    """No router, no tools: the question goes straight to the reasoning tier."""
+    graph: StateGraph[GraphState] = StateGraph(GraphState)
+    agent = Agent(name="generalist", tier="reasoning", instructions="You are helpful. " + _STYLE)
+    graph.add_edge(START, add_agent(graph, agent, ctx.tiers))
+    return graph
+
+
+def build_planner_graph(ctx: BuildContext) -> StateGraph[GraphState]:
+    """The router tier plans; a reasoning-tier executor with every tool carries it out."""
+    executor = Agent(
+        name="executor",
+        tier="reasoning",
+        tools=ctx.tools("sql_schema", "sql_query", "retrieve", "run_python", "web_search"),
+        instructions="You carry out one step at a time with your tools. " + _STYLE,
     )
-    return graph
+    return planner_graph(ctx.tiers, planner_tier="router", executor=executor)
 
 
-def build_direct_graph(tiers: TierSet) -> StateGraph[Any]:
-    """No router: the question goes straight to the generalist on the reasoning tier."""
-    graph: StateGraph[Any] = StateGraph(GraphState)
-    agent = SPECIALISTS["general"][1]
-    graph.add_node(agent.name, agent_node(agent, tiers))
-    graph.add_edge(START, agent.name)
-    graph.add_edge(agent.name, END)
-    return graph
+def build_supervisor_graph(ctx: BuildContext) -> StateGraph[GraphState]:
+    """A router-tier supervisor hands the question to specialists until it is answered."""
+    return supervisor_graph(ctx.tiers, supervisor_tier="router", workers=specialists(ctx))
+
+
+BUILTIN_GRAPHS: dict[str, GraphFactory] = {
+    "default": build_default_graph,
+    "direct": build_direct_graph,
+    "planner": build_planner_graph,
+    "supervisor": build_supervisor_graph,
+}

@@ -62,7 +62,7 @@ def router_node(
                 messages, output_type=decision_type, sensitive=bool(state.get("sensitive"))
             )
         except TierExhausted as exc:
-            step = degraded_step("router", the_tier.name, exc, started)
+            step = degraded_step("router", the_tier.name, exc.attempts, started)
             route = fallback_route
         else:
             step = step_from_result("router", the_tier.name, result, started)

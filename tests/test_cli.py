@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from langgraph.graph import START, StateGraph
 from typer.testing import CliRunner
 
+from tierflow import Agent, BuildContext, add_agent, register_graph, tool
 from tierflow.cli import app
+from tierflow.state import GraphState
 from tierflow.testing import Fault, Reply, ScriptedServer
 
 runner = CliRunner()
@@ -54,7 +57,8 @@ def test_bad_input_gets_one_line_and_an_exit_code(
 def test_usage_error_exits_2() -> None:
     result = runner.invoke(app, ["ask"])
     assert result.exit_code == 2
-    assert "Missing argument" in result.stderr
+    assert "missing QUESTION" in _one_line_error(result)
+    assert runner.invoke(app, ["ask", "--no-such-flag", "hi"]).exit_code == 2
 
 
 def _config(tmp_path: Path, url: str) -> None:
@@ -115,3 +119,72 @@ def test_doctor_table_and_json(tmp_path: Path) -> None:
         }
         table = runner.invoke(app, ["doctor"])
         assert table.exit_code == 0 and "unavailable" in table.stdout
+
+
+@tool(requires_approval=True)
+def cancel_order(order_id: str) -> str:
+    """Cancel an order (a human must approve).
+
+    Args:
+        order_id: The order to cancel.
+    """
+    return f"order {order_id} cancelled"
+
+
+def _approval_graph(ctx: BuildContext) -> StateGraph[GraphState]:
+    agent = Agent(name="clerk", tier="reasoning", tools=[cancel_order], instructions="Help.")
+    graph: StateGraph[GraphState] = StateGraph(GraphState)
+    graph.add_edge(START, add_agent(graph, agent, ctx.tiers))
+    return graph
+
+
+def test_approve_and_reject_from_the_cli(tmp_path: Path) -> None:
+    register_graph("clerk-test", _approval_graph)
+    with ScriptedServer() as srv:
+        (tmp_path / "tierflow.toml").write_text(
+            '[tiers.reasoning]\nbackends = ["vllm:m"]\n'
+            f'[backends.vllm]\nbase_url = "{srv.base_url}"\n'
+        )
+        call = {"tool_calls": [{"name": "cancel_order", "arguments": {"order_id": "A7"}}]}
+        srv.enqueue(Reply.json(call), Reply.json({"answer": "Order A7 is cancelled."}))
+        paused = runner.invoke(app, ["ask", "--graph", "clerk-test", "-t", "c1", "cancel A7"])
+        assert paused.exit_code == 0, paused.stderr
+        assert "needs approval: cancel_order(order_id='A7')" in paused.stdout
+        assert "tierflow ask --thread c1 --approve" in paused.stdout
+        # constrained decoding over the agent's tools reached the (vLLM-shaped) server
+        schema = srv.requests[0].body["response_format"]["json_schema"]["schema"]
+        assert schema["anyOf"][0]["properties"]["tool_calls"]["items"]["anyOf"][0]["properties"][
+            "name"
+        ]["enum"] == ["cancel_order"]
+
+        done = runner.invoke(app, ["ask", "--json", "-t", "c1", "--approve"])
+        assert done.exit_code == 0, done.stderr
+        record = json.loads(done.stdout)
+        assert record["status"] == "completed" and record["answer"] == "Order A7 is cancelled."
+        assert record["steps"][0]["tool_calls"][0]["ok"] is True
+        assert "order A7 cancelled" in str(srv.requests[1].body["messages"])
+
+        srv.enqueue(Reply.json(call), Reply.json({"answer": "Nothing was cancelled."}))
+        runner.invoke(app, ["ask", "--graph", "clerk-test", "-t", "c2", "cancel A7"])
+        rejected = runner.invoke(app, ["ask", "--json", "-t", "c2", "--reject"])
+        assert json.loads(rejected.stdout)["steps"][0]["tool_calls"][0]["error"].startswith(
+            "rejected:"
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ask", "-t", "x", "--approve", "--reject"], "choose one of --approve and --reject"),
+        (["ask", "--approve"], "--approve and --reject need --thread ID"),
+        (["ask", "-t", "x", "--approve", "why"], "--approve and --reject take no QUESTION"),
+        (["ask", "-t", "nothing-here", "--approve"], "no conversation with thread id"),
+        (["tool", "no_such_tool"], "unknown tool 'no_such_tool'"),
+        (["tool", "sql_query", "--args", "{oops"], "--args is not valid JSON"),
+        (["tool", "sql_query", "--args", "[1]"], "--args must be a JSON object"),
+    ],
+)
+def test_more_bad_input(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in _one_line_error(result)

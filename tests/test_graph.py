@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.graph import StateGraph
 
+from tierflow import Agent, BuildContext, Route, router_graph
 from tierflow.errors import UnknownGraph, UserError
 from tierflow.run import Runner
 from tierflow.settings import TierflowSettings
+from tierflow.state import GraphState
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
 from tierflow.tiers import Tier
 
 
+def _three_routes(ctx: BuildContext) -> StateGraph[GraphState]:
+    def agent(name: str) -> Agent:
+        return Agent(name=name, tier="reasoning", instructions=f"You are the {name}.")
+
+    routes = {
+        "general": Route(description="anything else", agent=agent("generalist")),
+        "code": Route(description="programming", agent=agent("coder")),
+        "data": Route(description="numbers and data", agent=agent("analyst")),
+    }
+    return router_graph(ctx.tiers, routes)
+
+
 def _runner(settings: TierflowSettings, router: ScriptedChatModel, reasoning: Tier) -> Runner:
     return Runner(
-        settings, tiers={"router": scripted_tier("router", router), "reasoning": reasoning}
+        settings,
+        tiers={"router": scripted_tier("router", router), "reasoning": reasoning},
+        graphs={"default": _three_routes},
     )
 
 
@@ -109,5 +126,5 @@ async def test_empty_question_is_a_user_error(settings: TierflowSettings, questi
 
 
 async def test_unknown_graph(settings: TierflowSettings) -> None:
-    with pytest.raises(UnknownGraph, match="unknown graph 'nope' \\(available: default, direct\\)"):
+    with pytest.raises(UnknownGraph, match=r"unknown graph 'nope' \(available: default, "):
         await Runner(settings).ask("hi", graph="nope")

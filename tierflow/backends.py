@@ -15,7 +15,7 @@ import abc
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -28,6 +28,9 @@ from tierflow.settings import BackendKind, BackendRef, TierflowSettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+
+ToolMode = Literal["native", "constrained"]
 
 
 class BackendState(StrEnum):
@@ -55,6 +58,10 @@ class Backend(abc.ABC):
 
     #: Value of ``gen_ai.provider.name`` for this backend.
     provider: str = "unknown"
+    #: How agents ask this backend for tool calls: ``native`` tool calling (hosted APIs) or
+    #: ``constrained`` decoding against a JSON schema (small local models follow a schema
+    #: far better than they emit native tool calls).
+    tool_mode: ToolMode = "native"
 
     def __init__(self, *, id: str, model_name: str, local: bool) -> None:
         self.id = id  # as written in a tier chain, e.g. "mistral:mistral-large-latest"
@@ -132,8 +139,10 @@ class OpenAICompatibleBackend(Backend):
         settings: TierflowSettings,
         provider: str,
         temperature: float | None = None,
+        tool_mode: ToolMode = "native",
     ) -> None:
         super().__init__(id=ref.id, model_name=ref.model or ref.kind.value, local=local)
+        self.tool_mode = tool_mode
         self._base_url = base_url
         self._api_key = api_key
         self._needs_key = needs_key
@@ -181,6 +190,7 @@ class LocalBackend(OpenAICompatibleBackend):
             settings=settings,
             provider="llama.cpp",
             temperature=0.0,  # routing and extraction on a tiny model want determinism
+            tool_mode="constrained",
         )
         self.id = ref.id  # "local", not "local:<model>"
         self._settings = settings
@@ -273,6 +283,7 @@ def build_backend(ref: BackendRef, settings: TierflowSettings) -> Backend:
                 needs_key=False,
                 settings=settings,
                 provider="vllm",
+                tool_mode="constrained",
             )
         case BackendKind.OPENAI:
             return OpenAICompatibleBackend(

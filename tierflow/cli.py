@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -69,40 +69,87 @@ def _guard(fn: Callable[[], T]) -> T:
 
 @app.command()
 def ask(
-    question: Annotated[str, typer.Argument(help="The question; '-' reads it from stdin.")],
+    question: Annotated[
+        str | None, typer.Argument(help="The question; '-' reads it from stdin.")
+    ] = None,
     graph: Annotated[str, typer.Option("--graph", "-g", help="Graph to run.")] = "default",
     thread: Annotated[
         str | None, typer.Option("--thread", "-t", help="Continue this conversation.")
     ] = None,
+    approve: Annotated[
+        bool, typer.Option("--approve", help="Approve the tool calls a paused run waits on.")
+    ] = False,
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Reject the tool calls a paused run waits on.")
+    ] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Ask a question; the default graph routes it, then a specialist answers."""
+    """Ask a question; the default graph routes it to a specialist that uses its tools."""
     from tierflow.run import Runner
     from tierflow.settings import load_settings
 
+    decision = _decision(question, thread, approve, reject)
     if question == "-":
         question = sys.stdin.read()
+
+    async def go(runner: Runner, on_event: Any = None) -> Any:
+        if decision is not None:
+            assert thread is not None
+            return await runner.resume(thread, decision, on_event=on_event)
+        return await runner.ask(question or "", graph=graph, thread_id=thread, on_event=on_event)
 
     def run() -> Any:
         runner = Runner(load_settings(config))
         if as_json:
-            return asyncio.run(runner.ask(question, graph=graph, thread_id=thread))
+            return asyncio.run(go(runner))
         with err.status("Starting…", spinner="dots") as status:
 
             def on_event(event: dict[str, Any]) -> None:
-                if event.get("event") == "node_started":
+                kind = event.get("event")
+                if kind == "node_started":
                     status.update(f"{event['node']} on tier '{event['tier']}'…")
+                elif kind == "tool_call":
+                    status.update(f"{event['node']}: running {event['tool']}…")
 
-            return asyncio.run(
-                runner.ask(question, graph=graph, thread_id=thread, on_event=on_event)
-            )
+            return asyncio.run(go(runner, on_event))
 
     record = _guard(run)
     if as_json:
         print(record.model_dump_json())
-        if record.degraded:
-            _fail(f"degraded answer: {_degraded_reason(record)}", 1)
+    else:
+        _print_record(record)
+    if record.degraded:
+        _fail(f"degraded answer: {_degraded_reason(record)}", 1)
+
+
+def _decision(
+    question: str | None, thread: str | None, approve: bool, reject: bool
+) -> Literal["approve", "reject"] | None:
+    if approve and reject:
+        _fail("choose one of --approve and --reject", 2)
+    if not (approve or reject):
+        if question is None:
+            _fail("missing QUESTION (or --thread ID with --approve / --reject)", 2)
+        return None
+    if thread is None:
+        _fail("--approve and --reject need --thread ID", 2)
+    if question is not None:
+        _fail("--approve and --reject take no QUESTION", 2)
+    return "approve" if approve else "reject"
+
+
+def _print_record(record: Any) -> None:
+    if record.status == "awaiting_approval":
+        for pending in record.pending_approval:
+            for call in pending.get("calls", []):
+                args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
+                out.print(f"[yellow]needs approval:[/] {call['name']}({args})", highlight=False)
+        out.print(
+            f"Paused. Continue with: tierflow ask --thread {record.thread_id} --approve "
+            "(or --reject)",
+            highlight=False,
+        )
         return
     out.print(record.answer, highlight=False, markup=False)
     out.print()
@@ -111,6 +158,9 @@ def ask(
         line = f"[dim]{step.node} · tier {step.tier} · {where}"
         if step.fallback_reason:
             line += f" · fell back: {step.fallback_reason}"
+        for call in step.tool_calls:
+            status = "ok" if call.ok else f"failed: {call.error}"
+            line += f"\n  tool {call.name} · {status}"
         out.print(line + "[/]", highlight=False)
     u = record.usage
     out.print(
@@ -118,8 +168,45 @@ def ask(
         f"${u.cost_usd:.6f} · thread {record.thread_id} · trace {record.trace_id}[/]",
         highlight=False,
     )
-    if record.degraded:
-        _fail(f"degraded answer: {_degraded_reason(record)}", 1)
+
+
+@app.command("tool")
+def run_tool(
+    name: Annotated[str, typer.Argument(help="Built-in tool: sql_query, sql_schema, ...")],
+    args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object.")] = "{}",
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run one built-in tool exactly as an agent would (validation, limits, sandbox)."""
+    from tierflow.settings import load_settings
+    from tierflow.tools.builtin import BuiltinTools
+
+    try:
+        parsed = json.loads(args)
+    except json.JSONDecodeError as exc:
+        _fail(f"--args is not valid JSON: {exc}", 2)
+    if not isinstance(parsed, dict):
+        _fail("--args must be a JSON object", 2)
+
+    def run() -> Any:
+        tool = BuiltinTools(load_settings(config)).get(name)
+        return asyncio.run(tool.run(parsed))
+
+    outcome = _guard(run)
+    if as_json:
+        print(
+            outcome.model_dump_json(include={"ok", "output", "error", "truncated", "duration_ms"})
+        )
+    elif outcome.ok:
+        text = (
+            outcome.output
+            if isinstance(outcome.output, str)
+            else json.dumps(outcome.output, indent=2, default=str)
+        )
+        out.print(text, highlight=False, markup=False)
+    if not outcome.ok:
+        assert outcome.error is not None
+        _fail(f"{name}: {outcome.error.type}: {outcome.error.message}", 1)
 
 
 def _degraded_reason(record: Any) -> str:

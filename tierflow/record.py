@@ -5,7 +5,7 @@ Field names are a contract (DESIGN.md); add fields, never rename them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,10 +38,14 @@ class Usage(_Record):
 
 
 class ToolCallRecord(_Record):
+    """A tool call a model asked for; ``ok``/``error`` are filled in once it ran."""
+
     id: str
     name: str
-    ok: bool
+    args: dict[str, Any] = Field(default_factory=dict)
+    ok: bool | None = None
     error: str | None = None
+    duration_ms: float | None = None
 
 
 class Step(_Record):
@@ -74,6 +78,9 @@ class RunRecord(_Record):
     route: str | None
     trace_id: str
     thread_id: str
+    status: Literal["completed", "awaiting_approval"] = "completed"
+    #: With status awaiting_approval: the tool calls waiting for a human decision.
+    pending_approval: list[Any] = Field(default_factory=list)
     degraded: bool
     steps: list[Step]
     guardrails: list[GuardrailVerdict] = Field(default_factory=list)

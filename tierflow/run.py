@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.types import Command
 from opentelemetry.trace import Status, StatusCode
 
 from tierflow.errors import UserError
-from tierflow.graphs.registry import GraphFactory, get_graph
+from tierflow.graphs.registry import BuildContext, GraphFactory, get_graph
 from tierflow.record import RunRecord, Step, Usage
 from tierflow.settings import TierflowSettings, load_settings
 from tierflow.telemetry import format_trace_id, tracer
@@ -51,6 +52,7 @@ class Runner:
         self.settings = settings or load_settings()
         self.tiers = TierSet.from_settings(self.settings, overrides=tiers)
         self._graphs = dict(graphs or {})  # this runner's own graphs, before the registry
+        self.context = BuildContext(self.tiers, self.settings)
         self.checkpoint_path = checkpoint_path or self.settings.state_dir / "checkpoints.sqlite"
         self._stack: AsyncExitStack | None = None
         self._saver: AsyncSqliteSaver | None = None
@@ -89,7 +91,7 @@ class Runner:
     async def _app(self, graph: str, saver: AsyncSqliteSaver) -> Any:
         if self._saver is saver and graph in self._apps:
             return self._apps[graph]
-        app = self._factory(graph)(self.tiers).compile(checkpointer=saver)
+        app = self._factory(graph)(self.context).compile(checkpointer=saver)
         if self._saver is saver:
             self._apps[graph] = app
         return app
@@ -101,8 +103,15 @@ class Runner:
         graph: str = "default",
         thread_id: str | None = None,
         on_event: EventHandler | None = None,
+        stream_tokens: bool = False,
     ) -> RunRecord:
-        """Run ``graph`` on ``question``; ``thread_id`` continues an earlier conversation."""
+        """Run ``graph`` on ``question``; ``thread_id`` continues an earlier conversation.
+
+        ``on_event`` receives progress events as they happen: ``node_started``,
+        ``node_finished``, ``tool_call``, ``tool_result`` and, with ``stream_tokens``,
+        ``token``. A run that reaches a tool needing approval returns with
+        ``status == "awaiting_approval"``; continue it with :meth:`resume`.
+        """
         question = question.strip()
         if not question:
             raise UserError("the question is empty")
@@ -110,6 +119,45 @@ class Runner:
             raise UserError(f"the question is too long ({len(question)} > {MAX_QUESTION_CHARS})")
         self._factory(graph)  # UnknownGraph before any work
         thread_id = thread_id or uuid.uuid4().hex[:16]
+        inputs = {
+            "messages": [HumanMessage(question)],
+            "route": None,
+            "graph": graph,
+            "steps": None,  # merge_steps: a new run starts a new list
+        }
+        return await self._run(graph, thread_id, inputs, on_event, stream_tokens, new=True)
+
+    async def resume(
+        self,
+        thread_id: str,
+        decision: Literal["approve", "reject"],
+        *,
+        on_event: EventHandler | None = None,
+        stream_tokens: bool = False,
+    ) -> RunRecord:
+        """Continue a run paused for approval, approving or rejecting the pending calls."""
+        async with AsyncExitStack() as stack:
+            saver = self._saver
+            if saver is None:
+                saver = await stack.enter_async_context(self._open_saver())
+            saved = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
+        if saved is None:
+            raise UserError(f"no conversation with thread id '{thread_id}'")
+        graph = str(saved.checkpoint["channel_values"].get("graph") or "default")
+        return await self._run(
+            graph, thread_id, Command(resume=decision), on_event, stream_tokens, new=False
+        )
+
+    async def _run(
+        self,
+        graph: str,
+        thread_id: str,
+        inputs: Any,
+        on_event: EventHandler | None,
+        stream_tokens: bool,
+        *,
+        new: bool,
+    ) -> RunRecord:
         with tracer().start_as_current_span(f"invoke_workflow {graph}") as span:
             span.set_attribute("gen_ai.operation.name", "invoke_workflow")
             span.set_attribute("gen_ai.conversation.id", thread_id)
@@ -120,40 +168,82 @@ class Runner:
                     saver = await stack.enter_async_context(self._open_saver())
                 app = await self._app(graph, saver)
                 config: Any = {"configurable": {"thread_id": thread_id}}
-                inputs: Any = {
-                    "messages": [HumanMessage(question)],
-                    "route": None,
-                    "steps": None,  # merge_steps: a new run starts a new list
-                }
+                before = await app.aget_state(config)
+                if new and before.interrupts:
+                    raise UserError(
+                        f"thread '{thread_id}' is waiting for approval of a tool call; "
+                        "continue it with --approve or --reject"
+                    )
+                if not new and not before.interrupts:
+                    raise UserError(f"thread '{thread_id}' has no run waiting for approval")
+                modes = ["custom", "values", *(["messages"] if stream_tokens else [])]
+                stream: Any = app.astream(inputs, config, stream_mode=modes)
                 state: dict[str, Any] = {}
-                stream: Any = app.astream(inputs, config, stream_mode=["custom", "values"])
                 async for mode, chunk in stream:
                     if mode == "values":
                         state = chunk
-                    elif on_event is not None:
+                    elif on_event is None:
+                        continue
+                    elif mode == "custom":
                         on_event(chunk)
-            record = _record(state, trace_id=trace_id, thread_id=thread_id, settings=self.settings)
+                    else:
+                        message, meta = chunk
+                        if isinstance(message, AIMessageChunk) and message.content:
+                            node = meta.get("langgraph_node")
+                            on_event({"event": "token", "node": node, "text": message.content})
+                after = await app.aget_state(config)
+            pending = [i.value for i in after.interrupts]
+            record = _record(
+                state,
+                trace_id=trace_id,
+                thread_id=thread_id,
+                settings=self.settings,
+                pending=pending,
+            )
             if record.degraded:
                 span.set_status(Status(StatusCode.ERROR, "degraded"))
             return record
 
 
 def _record(
-    state: Mapping[str, Any], *, trace_id: str, thread_id: str, settings: TierflowSettings
+    state: Mapping[str, Any],
+    *,
+    trace_id: str,
+    thread_id: str,
+    settings: TierflowSettings,
+    pending: list[Any],
 ) -> RunRecord:
     steps = [Step.model_validate(s) for s in state.get("steps") or []]
     messages = state.get("messages") or []
+    outcomes = {
+        m.tool_call_id: m.artifact
+        for m in messages
+        if isinstance(m, ToolMessage) and isinstance(m.artifact, dict)
+    }
+    for step in steps:
+        for call in step.tool_calls:
+            outcome = outcomes.get(call.id)
+            if outcome is not None:
+                call.ok = bool(outcome.get("ok"))
+                error = outcome.get("error") or {}
+                call.error = f"{error.get('type')}: {error.get('message')}" if error else None
+                call.duration_ms = outcome.get("duration_ms")
     answer = ""
-    if messages and isinstance(messages[-1], AIMessage):
-        answer = str(messages[-1].content)
+    last = messages[-1] if messages else None
+    if isinstance(last, AIMessage) and not last.tool_calls:
+        answer = str(last.content)
     usage = sum((s.usage for s in steps), Usage())
     jaeger = settings.telemetry.jaeger_ui_url
+    waiting = bool(pending)
     return RunRecord(
         answer=answer,
         route=state.get("route"),
         trace_id=trace_id,
         thread_id=thread_id,
-        degraded=any(s.degraded for s in steps if s.node != "router") or not answer,
+        status="awaiting_approval" if waiting else "completed",
+        pending_approval=pending,
+        degraded=not waiting
+        and (any(s.degraded for s in steps if s.node != "router") or not answer),
         steps=steps,
         usage=usage,
         trace_url=f"{jaeger.rstrip('/')}/trace/{trace_id}" if jaeger else None,

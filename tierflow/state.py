@@ -22,5 +22,8 @@ class GraphState(TypedDict, total=False):
 
     messages: Annotated[list[AnyMessage], add_messages]
     route: str | None
+    graph: str  # the graph this thread runs (to resume a paused run)
     steps: Annotated[list[dict[str, Any]], merge_steps]
     sensitive: bool
+    plan: list[str]  # planner graphs: the step list
+    plan_step: int  # planner graphs: index of the next step

@@ -10,11 +10,10 @@ breakers are separate layers (see docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.utils.function_calling import convert_to_openai_function
@@ -28,6 +27,36 @@ from tierflow.settings import Price, TierflowSettings
 T = TypeVar("T", bound=BaseModel)
 
 
+class CallPlan(Protocol):
+    """How to ask one backend for one turn, and how to read its answer.
+
+    ``prepare`` may rewrite the messages and add call arguments per backend (e.g. a JSON
+    schema for a local backend, native ``tools`` for a hosted one); ``parse`` turns the
+    answer into a value and raises ``ValueError`` if it is unusable, which moves the chain on.
+    """
+
+    def prepare(
+        self, backend: Backend, messages: Sequence[BaseMessage]
+    ) -> tuple[list[BaseMessage], dict[str, Any]]: ...
+
+    def parse(self, backend: Backend, message: AIMessage) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """The plan for a pydantic output type: a strict JSON schema on every backend."""
+
+    output_type: type[BaseModel]
+
+    def prepare(
+        self, backend: Backend, messages: Sequence[BaseMessage]
+    ) -> tuple[list[BaseMessage], dict[str, Any]]:
+        return list(messages), {"response_format": strict_schema(self.output_type)}
+
+    def parse(self, backend: Backend, message: AIMessage) -> BaseModel:
+        return parse_structured(message, self.output_type)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TierResult:
     """A successful call: the message, who answered, and every attempt on the way."""
@@ -36,7 +65,7 @@ class TierResult:
     backend: Backend
     attempts: list[Attempt]
     usage: Usage
-    parsed: BaseModel | None = None
+    parsed: Any = None
 
     @property
     def fallback_from(self) -> str | None:
@@ -113,13 +142,18 @@ class Tier:
         messages: Sequence[BaseMessage],
         *,
         output_type: type[BaseModel] | None = None,
+        plan: CallPlan | None = None,
         sensitive: bool = False,
         **kwargs: Any,
     ) -> TierResult:
-        """Call the first backend that works. Raises :class:`TierExhausted` if none does."""
+        """Call the first backend that works. Raises :class:`TierExhausted` if none does.
+
+        ``output_type`` asks for a validated pydantic value (``result.parsed``); ``plan``
+        is the general form (see :class:`CallPlan`).
+        """
         attempts: list[Attempt] = []
         if output_type is not None:
-            kwargs["response_format"] = strict_schema(output_type)
+            plan = StructuredOutput(output_type)
         for backend in self.backends:
             if (self.local_only or sensitive) and not backend.local:
                 why = "tier is local_only" if self.local_only else "sensitive data"
@@ -139,15 +173,17 @@ class Tier:
                 attempts.append(_failed(backend, exc, started))
                 continue
             try:
-                message = await model.ainvoke(list(messages), **kwargs)
+                sent, extra = plan.prepare(backend, messages) if plan else (list(messages), {})
+                message = await model.ainvoke(sent, **{**kwargs, **extra})
                 if not isinstance(message, AIMessage):
                     raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
-                parsed = parse_structured(message, output_type) if output_type else None
-            except (ValidationError, json.JSONDecodeError) as exc:
-                attempts.append(_failed(backend, exc, started, "invalid structured output"))
-                continue
             except Exception as exc:  # any provider error moves the chain on
                 attempts.append(_failed(backend, exc, started))
+                continue
+            try:
+                parsed = plan.parse(backend, message) if plan else None
+            except (ValidationError, ValueError) as exc:  # JSONDecodeError is a ValueError
+                attempts.append(_failed(backend, exc, started, "invalid output"))
                 continue
             attempts.append(
                 Attempt(

@@ -32,7 +32,7 @@ from typing import Any, overload
 
 from langchain_core.tools.base import create_schema_from_function
 from langchain_core.utils.function_calling import convert_to_openai_function
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 
 class ToolError(Exception):
@@ -97,10 +97,40 @@ class Tool:
     args_model: type[BaseModel]
     fn: Callable[..., Any]
     policy: ToolPolicy = field(default_factory=ToolPolicy)
+    #: A hand-written JSON schema, for tools declared by schema (see from_json_schema).
+    schema: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json_schema(
+        cls,
+        name: str,
+        description: str,
+        parameters: dict[str, Any],
+        fn: Callable[..., Any],
+        policy: ToolPolicy | None = None,
+    ) -> Tool:
+        """A tool whose schema comes from elsewhere (an API spec, a benchmark, MCP).
+
+        Arguments are checked against the schema's required keys only; ``fn`` validates
+        the rest.
+        """
+        required = set(parameters.get("required", []))
+        fields: dict[str, Any] = {k: (Any, ...) for k in required}
+        model = create_model(f"{name}_args", __config__=ConfigDict(extra="allow"), **fields)
+        return cls(
+            name=name,
+            description=description,
+            args_model=model,
+            fn=fn,
+            policy=policy or ToolPolicy(),
+            schema=parameters,
+        )
 
     @functools.cached_property
     def parameters(self) -> dict[str, Any]:
         """The strict JSON schema of the arguments."""
+        if self.schema is not None:
+            return dict(self.schema)
         fn = convert_to_openai_function(self.args_model, strict=True)
         return dict(fn["parameters"])
 
@@ -138,7 +168,11 @@ class Tool:
             raise ToolError(
                 f"{problems} (expected arguments: {expected})", type="invalid_arguments"
             ) from None
-        return {k: getattr(model, k) for k in type(model).model_fields}
+        return (
+            model.model_dump()
+            if self.schema is not None
+            else {k: getattr(model, k) for k in type(model).model_fields}
+        )
 
     async def run(self, args: Any) -> ToolOutcome:
         """Validate, call with the timeout, cap the output. Never raises."""

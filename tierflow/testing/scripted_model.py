@@ -26,7 +26,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel, PrivateAttr
 
-from tierflow.backends import Backend
+from tierflow.backends import Backend, ToolMode
 from tierflow.settings import Price
 from tierflow.tiers import Tier
 
@@ -124,8 +124,10 @@ class ScriptedBackend(Backend):
         id: str = "scripted",
         local: bool = True,
         unavailable: str | None = None,
+        tool_mode: ToolMode = "native",
     ) -> None:
         super().__init__(id=id, model_name="scripted", local=local)
+        self.tool_mode = tool_mode
         self._scripted = model
         self._unavailable = unavailable
 
