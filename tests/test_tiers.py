@@ -105,7 +105,7 @@ async def test_invalid_structured_output_falls_back() -> None:
     result = await scripted_tier("t", bad, good).ainvoke(Q, output_type=Answer)
     assert result.parsed == Answer(value=7)
     assert result.attempts[0].reason is not None
-    assert result.attempts[0].reason.startswith("invalid structured output")
+    assert result.attempts[0].reason.startswith("invalid output")
 
 
 async def test_cost_comes_from_the_price_table() -> None:
