@@ -28,7 +28,17 @@ def _overhead() -> dict[str, Any]:
     return run()
 
 
-BENCHMARKS: dict[str, Benchmark] = {"embedded": _embedded, "overhead": _overhead}
+def _orchestration() -> dict[str, Any]:
+    from tierflow.bench.orchestration import run
+
+    return run()
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "embedded": _embedded,
+    "overhead": _overhead,
+    "orchestration": _orchestration,
+}
 
 
 def _machine() -> dict[str, Any]:

@@ -82,6 +82,12 @@ class Backend(abc.ABC):
             self._model = self._build()
         return self._model
 
+    def built_model(self) -> BaseChatModel | None:
+        """The chat model if it is already built and the backend is usable, else ``None``."""
+        if self._model is not None and self.unavailable_reason() is None:
+            return self._model
+        return None
+
     @abc.abstractmethod
     def _build(self) -> BaseChatModel: ...
 

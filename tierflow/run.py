@@ -24,6 +24,8 @@ from tierflow.tiers import Tier, TierSet
 
 EventHandler = Callable[[dict[str, Any]], None]
 
+INTERRUPT = "__interrupt__"  # LangGraph's channel for interrupts (stream and checkpoint)
+
 MAX_QUESTION_CHARS = 100_000
 
 
@@ -168,13 +170,18 @@ class Runner:
                     saver = await stack.enter_async_context(self._open_saver())
                 app = await self._app(graph, saver)
                 config: Any = {"configurable": {"thread_id": thread_id}}
-                before = await app.aget_state(config)
-                if new and before.interrupts:
+                # The saved checkpoint's pending writes say if a run is paused; cheaper than
+                # aget_state, which also prepares the next tasks.
+                saved = await saver.aget_tuple(config)
+                paused = saved is not None and any(
+                    w[1] == INTERRUPT for w in saved.pending_writes or []
+                )
+                if new and paused:
                     raise UserError(
                         f"thread '{thread_id}' is waiting for approval of a tool call; "
                         "continue it with --approve or --reject"
                     )
-                if not new and not before.interrupts:
+                if not new and not paused:
                     raise UserError(f"thread '{thread_id}' has no run waiting for approval")
                 modes = ["custom", "values", *(["messages"] if stream_tokens else [])]
                 stream: Any = app.astream(inputs, config, stream_mode=modes)
@@ -191,8 +198,7 @@ class Runner:
                         if isinstance(message, AIMessageChunk) and message.content:
                             node = meta.get("langgraph_node")
                             on_event({"event": "token", "node": node, "text": message.content})
-                after = await app.aget_state(config)
-            pending = [i.value for i in after.interrupts]
+            pending = [i.value for i in state.pop(INTERRUPT, ())]
             record = _record(
                 state,
                 trace_id=trace_id,

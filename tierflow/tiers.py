@@ -10,6 +10,7 @@ breakers are separate layers (see docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class TierResult:
         return "; ".join(f"{a.backend}: {a.reason}" for a in failed)
 
 
+@functools.lru_cache(maxsize=256)
 def strict_schema(output_type: type[BaseModel]) -> dict[str, Any]:
     """The OpenAI ``response_format`` for a pydantic model, strict mode.
 
@@ -164,7 +166,7 @@ class Tier:
             started = time.perf_counter()
             try:
                 # Building may start the embedded server (seconds): keep the loop free.
-                model = await asyncio.to_thread(backend.chat_model)
+                model = backend.built_model() or await asyncio.to_thread(backend.chat_model)
             except BackendUnavailable as exc:
                 reason = str(exc).removeprefix(f"{backend.id}: ")
                 attempts.append(Attempt(backend=backend.id, outcome="unavailable", reason=reason))
