@@ -142,6 +142,8 @@ class AgentTurnPlan:
         use_tools = bool(self.tools) and self.allow_tools
         if backend.tool_mode == "constrained":
             sent = to_plain_turns(messages)
+            if not self._constrains():
+                return sent, {}  # a plain answer: no schema, so no JSON-escaped prose
             guide = _catalogue(self.tools, self.allow_tools)
             if sent and isinstance(sent[0], SystemMessage):
                 sent[0] = SystemMessage(f"{sent[0].content}\n\n{guide}")
@@ -157,10 +159,13 @@ class AgentTurnPlan:
             extra["response_format"] = strict_schema(self.output_type)
         return list(messages), extra
 
+    def _constrains(self) -> bool:
+        return (bool(self.tools) and self.allow_tools) or self.output_type is not None
+
     def parse(self, backend: Backend, message: AIMessage) -> ModelTurn:
         names = {t.name for t in self.tools} if self.allow_tools else set()
         text = _text(message)
-        if backend.tool_mode == "constrained":
+        if backend.tool_mode == "constrained" and self._constrains():
             data = json.loads(text)  # ValueError moves the tier chain on
             if isinstance(data, dict) and isinstance(data.get("tool_calls"), list) and names:
                 calls = [

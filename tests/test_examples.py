@@ -1,9 +1,12 @@
-"""The README's composition example runs, with scripted tiers standing in for models."""
+"""The README's composition example (examples/triage.py: three nodes and a custom tool,
+under 40 lines) runs, with scripted tiers standing in for models."""
 
 from __future__ import annotations
 
 import runpy
 from pathlib import Path
+
+from langchain_core.messages import AIMessage
 
 from tierflow import Runner, TierflowSettings
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
@@ -12,12 +15,28 @@ from tierflow.tiers import Tier
 EXAMPLE = Path(__file__).parents[1] / "examples" / "triage.py"
 
 
-async def test_triage_example_routes_billing_to_local_backends_only(
+def test_example_is_short() -> None:
+    code = [line for line in EXAMPLE.read_text().splitlines() if line.strip()]
+    assert len(code) < 40
+
+
+async def test_triage_example_keeps_billing_local_and_uses_its_tool(
     settings: TierflowSettings,
 ) -> None:
     triage_graph = runpy.run_path(str(EXAMPLE))["triage_graph"]
     hosted = ScriptedChatModel(default="hosted answer")
-    local = ScriptedChatModel(default="We will refund the duplicate charge.")
+    lookup = AIMessage(
+        content="",
+        tool_calls=[
+            {
+                "name": "invoice_status",
+                "args": {"invoice_id": "INV-1042"},
+                "id": "c1",
+                "type": "tool_call",
+            }
+        ],
+    )
+    local = ScriptedChatModel().enqueue(lookup, "INV-1042 was paid twice; a refund is pending.")
     reasoning = Tier(
         name="reasoning",
         backends=[
@@ -26,17 +45,21 @@ async def test_triage_example_routes_billing_to_local_backends_only(
         ],
     )
     routing = ScriptedChatModel().enqueue({"route": "billing"}, {"route": "tech"})
-    router = scripted_tier("router", routing)
     runner = Runner(
-        settings, tiers={"router": router, "reasoning": reasoning}, graphs={"triage": triage_graph}
+        settings,
+        tiers={"router": scripted_tier("router", routing), "reasoning": reasoning},
+        graphs={"triage": triage_graph},
     )
 
-    record = await runner.ask("I was charged twice this month", graph="triage")
+    record = await runner.ask("Invoice INV-1042 was charged twice", graph="triage")
 
     assert record.route == "billing"
-    assert record.answer == "We will refund the duplicate charge."
+    assert record.answer == "INV-1042 was paid twice; a refund is pending."
     assert hosted.calls == []  # residency: the billing agent is local_only
-    assert record.steps[-1].attempts[0].reason == "residency: sensitive data"
+    assert record.steps[1].attempts[0].reason == "residency: sensitive data"
+    call = record.steps[1].tool_calls[0]
+    assert (call.name, call.ok) == ("invoice_status", True)
+    assert '"status": "paid twice"' in str(local.calls[1].messages[-1].content)
 
     record = await runner.ask("The app crashes on start", graph="triage")
     assert (record.route, record.answer) == ("tech", "hosted answer")

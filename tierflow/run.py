@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.types import Command
 from opentelemetry.trace import Status, StatusCode
@@ -195,7 +195,10 @@ class Runner:
                         on_event(chunk)
                     else:
                         message, meta = chunk
-                        if isinstance(message, AIMessageChunk) and message.content:
+                        # Only what a model produced (it carries ls_model_type), not the
+                        # copies nodes write to the state.
+                        from_model = "ls_model_type" in meta
+                        if from_model and isinstance(message, AIMessage) and message.content:
                             node = meta.get("langgraph_node")
                             on_event({"event": "token", "node": node, "text": message.content})
             pending = [i.value for i in state.pop(INTERRUPT, ())]
