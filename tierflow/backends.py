@@ -146,6 +146,7 @@ class OpenAICompatibleBackend(Backend):
         provider: str,
         temperature: float | None = None,
         tool_mode: ToolMode = "native",
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__(id=ref.id, model_name=ref.model or ref.kind.value, local=local)
         self.tool_mode = tool_mode
@@ -154,6 +155,7 @@ class OpenAICompatibleBackend(Backend):
         self._needs_key = needs_key
         self._settings = settings
         self._temperature = temperature
+        self._max_tokens = max_tokens
         self.provider = provider
 
     def unavailable_reason(self) -> str | None:
@@ -172,6 +174,7 @@ class OpenAICompatibleBackend(Backend):
             max_retries=0,
             timeout=_timeout(self._settings),
             temperature=self._temperature,
+            max_completion_tokens=self._max_tokens,
             stream_usage=True,
         )
 
@@ -197,6 +200,7 @@ class LocalBackend(OpenAICompatibleBackend):
             provider="llama.cpp",
             temperature=0.0,  # routing and extraction on a tiny model want determinism
             tool_mode="constrained",
+            max_tokens=local.max_tokens,
         )
         self.id = ref.id  # "local", not "local:<model>"
         self._settings = settings

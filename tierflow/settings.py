@@ -104,6 +104,8 @@ class LocalSettings(_Section):
     model_path: Path | None = None  # a GGUF file; default: the packaged Qwen2.5-Coder-0.5B
     base_url: str | None = None  # use an already running `tierflow local serve` instead
     n_ctx: int = Field(default=4096, ge=256)
+    # A cap on each reply: a small model under a grammar can otherwise loop to the limit.
+    max_tokens: int = Field(default=768, ge=16)
     threads: int | None = Field(default=None, ge=1)
     startup_timeout_s: float = Field(default=120.0, gt=0)
 
