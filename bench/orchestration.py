@@ -79,7 +79,7 @@ async def _raw(db: Path, go: asyncio.Queue[int], done: asyncio.Queue[float]) -> 
     async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
         await saver.setup()
         await saver.conn.execute("PRAGMA synchronous=NORMAL")
-        app = graph.compile(checkpointer=saver)
+        app: Any = graph.compile(checkpointer=saver)
         while (i := await go.get()) >= 0:
             started = time.perf_counter()
             await app.ainvoke(

@@ -166,7 +166,9 @@ class Tier:
             started = time.perf_counter()
             try:
                 # Building may start the embedded server (seconds): keep the loop free.
-                model = backend.built_model() or await asyncio.to_thread(backend.chat_model)
+                model = backend.built_model()
+                if model is None:
+                    model = await asyncio.to_thread(backend.chat_model)
             except BackendUnavailable as exc:
                 reason = str(exc).removeprefix(f"{backend.id}: ")
                 attempts.append(Attempt(backend=backend.id, outcome="unavailable", reason=reason))
