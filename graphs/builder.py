@@ -14,7 +14,7 @@ checkpointer (the escape hatch). Agents join a graph with
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from tierflow.agents import Agent, add_agent
 from tierflow.agents.node import degraded_step, emit, step_from_result
 from tierflow.errors import TierExhausted
 from tierflow.graphs.router import router_node
+from tierflow.graphs.semantic import Embedder, SemanticRouter
 from tierflow.state import GraphState
 from tierflow.tiers import TierSet
 
@@ -36,6 +37,8 @@ class Route:
 
     description: str
     agent: Agent
+    #: A few example requests for this route; with an embedder they drive semantic routing.
+    examples: Sequence[str] = ()
 
 
 def router_graph(
@@ -44,12 +47,25 @@ def router_graph(
     *,
     router_tier: str = "router",
     default: str | None = None,
+    embedder: Embedder | None = None,
+    margin: float = 0.03,
 ) -> StateGraph[GraphState]:
-    """``router`` -> one route's agent (with its tool loop) -> END."""
+    """``router`` -> one route's agent (with its tool loop) -> END.
+
+    With an ``embedder``, routes are first matched semantically against their description
+    and examples (see :mod:`tierflow.graphs.semantic`); the router tier decides the rest.
+    """
     graph: StateGraph[GraphState] = StateGraph(GraphState)
     descriptions = {name: r.description for name, r in routes.items()}
+    semantic = None
+    if embedder is not None and len(routes) > 1:
+        texts = {name: [r.description, *r.examples] for name, r in routes.items()}
+        semantic = SemanticRouter(embedder, texts, margin=margin)
     graph.add_node(
-        "router", router_node(descriptions, tiers=tiers, tier=router_tier, default=default)
+        "router",
+        router_node(
+            descriptions, tiers=tiers, tier=router_tier, default=default, semantic=semantic
+        ),
     )
     targets: dict[Hashable, str] = {n: add_agent(graph, r.agent, tiers) for n, r in routes.items()}
     graph.add_edge(START, "router")

@@ -22,6 +22,12 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
     return {
         "data": Route(
             description="questions about the shop's customers, products, orders, sales or revenue",
+            examples=(
+                "How many orders came from Germany?",
+                "Which customers spent the most last year?",
+                "What was the total revenue in March?",
+                "List the top 5 products by units sold.",
+            ),
             agent=Agent(
                 name="analyst",
                 tier="reasoning",
@@ -36,6 +42,12 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
             description=(
                 "company policies and handbook: returns, shipping, leave, expenses, security"
             ),
+            examples=(
+                "How long do I have to return an item?",
+                "How many vacation days do employees get?",
+                "What is the password policy?",
+                "How much does shipping to Italy cost?",
+            ),
             agent=Agent(
                 name="librarian",
                 tier="reasoning",
@@ -48,6 +60,12 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
         ),
         "code": Route(
             description="writing or running Python code, algorithms, exact calculations",
+            examples=(
+                "Write a Python function that reverses a string.",
+                "Compute 2**100 exactly.",
+                "Sort this list with code.",
+                "What is the 30th Fibonacci number?",
+            ),
             agent=Agent(
                 name="coder",
                 tier="reasoning",
@@ -60,6 +78,12 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
         ),
         "web": Route(
             description="news, current events, or facts to look up on the public web",
+            examples=(
+                "What is the latest news about the euro?",
+                "Search the web for the weather in Paris.",
+                "Who won yesterday's football match?",
+                "What is the current price of bitcoin?",
+            ),
             agent=Agent(
                 name="researcher",
                 tier="reasoning",
@@ -75,7 +99,14 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
 
 def build_default_graph(ctx: BuildContext) -> StateGraph[GraphState]:
     """router -> analyst | librarian | coder | researcher (each with its tool loop)."""
-    return router_graph(ctx.tiers, specialists(ctx), router_tier="router", default="docs")
+    return router_graph(
+        ctx.tiers,
+        specialists(ctx),
+        router_tier="router",
+        default="docs",
+        embedder=ctx.embedder() if ctx.settings.router.semantic else None,
+        margin=ctx.settings.router.margin,
+    )
 
 
 def build_direct_graph(ctx: BuildContext) -> StateGraph[GraphState]:

@@ -9,6 +9,7 @@ from typing import Any
 from langgraph.graph import StateGraph
 
 from tierflow.errors import UnknownGraph
+from tierflow.graphs.semantic import Embedder
 from tierflow.settings import TierflowSettings
 from tierflow.tiers import TierSet
 from tierflow.tools.builtin import BuiltinTools
@@ -24,6 +25,12 @@ class BuildContext:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tools", BuiltinTools(self.settings))
+
+    def embedder(self) -> Embedder:
+        """The process-wide sentence embedder (loaded on first use)."""
+        from tierflow.embeddings import shared_embedder
+
+        return shared_embedder()
 
 
 GraphFactory = Callable[[BuildContext], StateGraph[Any]]

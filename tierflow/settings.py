@@ -215,6 +215,13 @@ class ToolsSettings(_Section):
     retrieval: RetrievalToolSettings = RetrievalToolSettings()
 
 
+class RouterSettings(_Section):
+    # Route by embedding similarity first (all-MiniLM-L6-v2, ~20 ms); the router tier's
+    # model decides only when the best route does not lead by `margin`.
+    semantic: bool = True
+    margin: float = Field(default=0.03, ge=0.0, le=1.0)
+
+
 class TelemetrySettings(_Section):
     jaeger_ui_url: str | None = None  # e.g. http://127.0.0.1:16686 turns trace ids into links
 
@@ -278,6 +285,7 @@ class TierflowSettings(BaseSettings):
     resilience: ResilienceSettings = ResilienceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     tools: ToolsSettings = ToolsSettings()
+    router: RouterSettings = RouterSettings()
     state_dir: Path = Field(default_factory=_default_state_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 
