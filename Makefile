@@ -8,9 +8,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tierflow-installed
 QUESTION ?= In one sentence, why route easy questions to a small local model?
 
-.PHONY: run test check lint typecheck pytest bench model clean
+.PHONY: run test check lint typecheck pytest bench model sysdeps clean
 
-run: model
+run: model sysdeps
 	$(VENV)/bin/tierflow ask "$(QUESTION)"
 
 test: check
@@ -28,6 +28,17 @@ $(STAMP): pyproject.toml
 model: $(STAMP)
 	@$(VENV)/bin/tierflow local fetch >/dev/null
 
+# run_python's strongest sandbox layer is bubblewrap (Debian package); as root we install
+# it, otherwise the tool falls back to Landlock + seccomp, or refuses and says why.
+sysdeps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing bubblewrap (sandbox for run_python)"; \
+			apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null; \
+		else \
+			echo "note: bubblewrap is not installed (apt-get install bubblewrap); run_python will use a weaker layer or refuse"; \
+		fi; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -40,7 +51,7 @@ typecheck: $(STAMP)
 	@for d in agents tools graphs guardrails ui bench; do ln -s "$(CURDIR)/$$d" build/typecheck/tierflow/$$d; done
 	$(VENV)/bin/mypy build/typecheck/tierflow
 
-pytest: model
+pytest: model sysdeps
 	$(PY) -m pytest
 
 bench: model
