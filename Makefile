@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tierflow-installed
-QUESTION ?= In one sentence, why route easy questions to a small local model?
+QUESTION ?= How many orders came from customers in France?
 
 .PHONY: run test check lint typecheck pytest bench model sysdeps clean
 

@@ -57,7 +57,10 @@ def _text(message: AIMessage) -> str:
 
 
 def turn_schema(
-    tools: Sequence[Tool], output_type: type[BaseModel] | None, allow_tools: bool
+    tools: Sequence[Tool],
+    output_type: type[BaseModel] | None,
+    allow_tools: bool,
+    require_tool: bool = False,
 ) -> dict[str, Any]:
     """The JSON schema a constrained turn must match."""
     answer_schema: dict[str, Any] = {"type": "string"}
@@ -93,15 +96,28 @@ def turn_schema(
         "required": ["tool_calls"],
         "additionalProperties": False,
     }
-    return {"anyOf": [calls, answer]}
+    return calls if require_tool else {"anyOf": [calls, answer]}
+
+
+def _signature(tool: Tool) -> str:
+    """``name(arg: type = default, ...)``: the grammar enforces the full schema, so the
+    prompt only needs what helps the model choose (long schemas cost prompt time)."""
+    parts = []
+    for name, spec in tool.parameters.get("properties", {}).items():
+        part = f"{name}: {spec.get('type', 'any')}"
+        if "default" in spec:
+            part += f" = {json.dumps(spec['default'])}"
+        parts.append(part)
+    return f"{tool.name}({', '.join(parts)})"
 
 
 def _catalogue(tools: Sequence[Tool], allow_tools: bool) -> str:
     if not tools or not allow_tools:
-        return 'Reply with JSON: {"answer": <your final answer>}.'
-    lines = [
-        f"- {t.name}: {t.description} Arguments schema: {json.dumps(t.parameters)}" for t in tools
-    ]
+        return (
+            "Now write your final answer for the user, from the results above. "
+            'Reply with JSON: {"answer": "<your final answer>"}.'
+        )
+    lines = [f"- {_signature(t)}: {t.description}" for t in tools]
     return (
         "You can call these tools:\n" + "\n".join(lines) + "\n"
         'To call tools reply with JSON {"tool_calls": [{"name": ..., "arguments": {...}}]}. '
@@ -135,35 +151,50 @@ class AgentTurnPlan:
     tools: Sequence[Tool]
     output_type: type[BaseModel] | None = None
     allow_tools: bool = True
+    #: Tools withdrawn for this turn (e.g. unavailable): not offered, not accepted.
+    withdrawn: frozenset[str] = frozenset()
+    #: The turn must call a tool (OpenAI tool_choice "required", Mistral "any").
+    require_tool: bool = False
+
+    def offered(self) -> list[Tool]:
+        if not self.allow_tools:
+            return []
+        return [t for t in self.tools if t.name not in self.withdrawn]
 
     def prepare(
         self, backend: Backend, messages: Sequence[BaseMessage]
     ) -> tuple[list[BaseMessage], dict[str, Any]]:
-        use_tools = bool(self.tools) and self.allow_tools
+        offered = self.offered()
         if backend.tool_mode == "constrained":
             sent = to_plain_turns(messages)
             if not self._constrains():
                 return sent, {}  # a plain answer: no schema, so no JSON-escaped prose
-            guide = _catalogue(self.tools, self.allow_tools)
+            guide = _catalogue(offered, bool(offered))
             if sent and isinstance(sent[0], SystemMessage):
                 sent[0] = SystemMessage(f"{sent[0].content}\n\n{guide}")
             else:
                 sent.insert(0, SystemMessage(guide))
-            schema = turn_schema(self.tools, self.output_type, self.allow_tools)
+            schema = turn_schema(
+                offered, self.output_type, bool(offered), self.require_tool and bool(offered)
+            )
             fmt = {"type": "json_schema", "json_schema": {"name": "agent_turn", "schema": schema}}
             return sent, {"response_format": fmt}
         extra: dict[str, Any] = {}
-        if use_tools:
-            extra["tools"] = [t.spec() for t in self.tools]
+        if offered:
+            extra["tools"] = [t.spec() for t in offered]
+            if self.require_tool:
+                extra["tool_choice"] = "any" if backend.provider == "mistral_ai" else "required"
         elif self.output_type is not None:
             extra["response_format"] = strict_schema(self.output_type)
         return list(messages), extra
 
     def _constrains(self) -> bool:
-        return (bool(self.tools) and self.allow_tools) or self.output_type is not None
+        # An agent with tools keeps the schema even when the tools are withdrawn: replayed
+        # tool turns would otherwise lead a small model to write tool-call JSON as prose.
+        return bool(self.tools) or self.output_type is not None
 
     def parse(self, backend: Backend, message: AIMessage) -> ModelTurn:
-        names = {t.name for t in self.tools} if self.allow_tools else set()
+        names = {t.name for t in self.offered()}
         text = _text(message)
         if backend.tool_mode == "constrained" and self._constrains():
             data = json.loads(text)  # ValueError moves the tier chain on

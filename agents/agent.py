@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -16,7 +16,7 @@ class AgentLimits:
     """Bounds on one agent's work within a run."""
 
     max_tool_rounds: int = 4  # model turns that may ask for tools before it must answer
-    timeout_s: float = 180.0  # for each model turn, across the tier's fallback chain
+    timeout_s: float = 300.0  # for each model turn, across the tier's fallback chain
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +43,9 @@ class Agent:
     output_type: type[BaseModel] | None = None
     #: Residency: never send this agent's conversation to a backend not marked local.
     local_only: bool = False
+    #: "required_first": the first turn of each run must call a tool (then the model may
+    #: answer). Small models otherwise tend to answer from memory without looking.
+    tool_choice: Literal["auto", "required_first"] = "auto"
     limits: AgentLimits = field(default_factory=AgentLimits)
 
     def __post_init__(self) -> None:

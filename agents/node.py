@@ -14,6 +14,7 @@ clearly marked degraded message and its step says so (DESIGN.md, layer 3).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
@@ -31,12 +32,13 @@ from langgraph.graph import END, StateGraph
 from langgraph.types import interrupt
 from pydantic import ValidationError
 
-from tierflow.agents._recover import new_call_id
+from tierflow.agents._recover import new_call_id, recover_tool_calls
 from tierflow.agents._turn import AgentTurnPlan, ModelTurn
 from tierflow.agents.agent import Agent
 from tierflow.errors import TierExhausted
 from tierflow.record import Attempt, Step, ToolCallRecord
 from tierflow.state import GraphState
+from tierflow.telemetry import trace_agent, trace_tool_call
 from tierflow.tiers import Tier, TierResult, TierSet, parse_structured
 from tierflow.tools.tool import ToolOutcome
 
@@ -91,6 +93,37 @@ def _since_last_question(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     return list(messages)
 
 
+#: Tool error types that will not change on retry within a run: the tool is withdrawn.
+PERMANENT_ERRORS = frozenset(
+    {"search_unavailable", "sandbox_unavailable", "config_error", "unavailable", "unknown_tool"}
+)
+
+
+def _failures(messages: Sequence[BaseMessage]) -> list[ToolMessage]:
+    return [
+        m
+        for m in _since_last_question(messages)
+        if isinstance(m, ToolMessage) and isinstance(m.artifact, dict) and not m.artifact.get("ok")
+    ]
+
+
+def _withdrawn(messages: Sequence[BaseMessage]) -> frozenset[str]:
+    """Tools that failed for good in this run; offering them again only invites loops."""
+    return frozenset(
+        str(m.name)
+        for m in _failures(messages)
+        if (m.artifact.get("error") or {}).get("type") in PERMANENT_ERRORS
+    )
+
+
+def _failure_summary(messages: Sequence[BaseMessage]) -> str:
+    seen: dict[str, str] = {}
+    for m in _failures(messages):
+        error = m.artifact.get("error") or {}
+        seen.setdefault(str(m.name), f"{error.get('type')}: {str(error.get('message'))[:160]}")
+    return "; ".join(f"{name} failed ({why})" for name, why in seen.items())
+
+
 def _tool_rounds(messages: Sequence[BaseMessage], agent: str) -> int:
     return sum(
         1
@@ -127,14 +160,21 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
     """The model-turn node of ``agent`` (see :func:`add_agent` for the whole agent)."""
     tier = tiers[agent.tier]  # fail at build time on an unknown tier
 
+    @trace_agent(agent.name, tier)
     async def run(state: GraphState) -> dict[str, Any]:
         started = time.perf_counter()
         emit("node_started", node=agent.name, tier=tier.name)
         history = list(state.get("messages", []))
         messages = [SystemMessage(agent.instructions), *history]
         sensitive = agent.local_only or bool(state.get("sensitive"))
-        allow_tools = _tool_rounds(history, agent.name) < agent.limits.max_tool_rounds
-        plan = AgentTurnPlan(agent.tools, agent.output_type, allow_tools)
+        rounds = _tool_rounds(history, agent.name)
+        plan = AgentTurnPlan(
+            agent.tools,
+            agent.output_type,
+            allow_tools=rounds < agent.limits.max_tool_rounds,
+            withdrawn=_withdrawn(history),
+            require_tool=agent.tool_choice == "required_first" and rounds == 0,
+        )
         try:
             async with asyncio.timeout(agent.limits.timeout_s):
                 result = await tier.ainvoke(messages, plan=plan, sensitive=sensitive)
@@ -185,6 +225,12 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                 emit("tool_call", node=agent.name, tool=c["name"], id=c["id"], args=c["args"])
         else:
             text = turn.text
+            if agent.tools and recover_tool_calls(text, {t.name for t in agent.tools}):
+                # The model kept asking for tools after they were withdrawn: answer honestly
+                # instead of passing tool-call JSON to the user.
+                why = _failure_summary(history) or "the tool budget was spent"
+                text = f"I could not complete this request: {why}."
+                step.degraded = True
             if agent.output_type is not None:
                 try:
                     text = parse_structured(AIMessage(text), agent.output_type).model_dump_json()
@@ -236,9 +282,19 @@ def tools_node(agent: Agent) -> NodeFn:
             approved = decision in (True, "approve", "approved", "yes")
         gated_ids = {c["id"] for c in gated}
 
+        failed_before = {
+            (str(m.name), _args_key(_call_args(messages, m.tool_call_id)))
+            for m in _failures(messages)
+        }
+
+        @trace_tool_call(agent)
         async def one(call: ToolCall) -> ToolMessage:
             tool = agent.tool(call["name"])
-            if tool is None:
+            if (call["name"], _args_key(call["args"])) in failed_before:
+                outcome = ToolOutcome.failure(
+                    "repeated", "this exact call already failed in this run; do not repeat it"
+                )
+            elif tool is None:
                 known = ", ".join(t.name for t in agent.tools)
                 outcome = ToolOutcome.failure(
                     "unknown_tool", f"no tool '{call['name']}' (tools: {known})"
@@ -260,6 +316,19 @@ def tools_node(agent: Agent) -> NodeFn:
         return {"messages": list(results)}
 
     return run
+
+
+def _call_args(messages: Sequence[BaseMessage], call_id: str) -> dict[str, Any]:
+    for m in messages:
+        if isinstance(m, AIMessage):
+            for c in m.tool_calls:
+                if c["id"] == call_id:
+                    return dict(c["args"])
+    return {}
+
+
+def _args_key(args: dict[str, Any]) -> str:
+    return json.dumps(args, sort_keys=True, default=str)
 
 
 def _needs_tools(state: GraphState, agent: Agent) -> bool:

@@ -28,6 +28,7 @@ from tierflow.errors import TierExhausted
 from tierflow.graphs.router import router_node
 from tierflow.graphs.semantic import Embedder, SemanticRouter
 from tierflow.state import GraphState
+from tierflow.telemetry import trace_agent
 from tierflow.tiers import TierSet
 
 
@@ -82,6 +83,7 @@ def planner_graph(tiers: TierSet, *, planner_tier: str, executor: Agent) -> Stat
     tier = tiers[planner_tier]
     tool_list = ", ".join(t.name for t in executor.tools) or "no tools"
 
+    @trace_agent("planner", tier, kind="planner")
     async def plan(state: GraphState) -> dict[str, Any]:
         started = time.perf_counter()
         emit("node_started", node="planner", tier=tier.name)
@@ -153,6 +155,7 @@ def supervisor_graph(
     )
     listing = "\n".join(f"- {n}: {r.description}" for n, r in workers.items())
 
+    @trace_agent("supervisor", tier, kind="supervisor")
     async def supervise(state: GraphState) -> dict[str, Any]:
         started = time.perf_counter()
         turns = sum(1 for s in state.get("steps", []) if s.get("node") == "supervisor")

@@ -31,6 +31,7 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
             agent=Agent(
                 name="analyst",
                 tier="reasoning",
+                tool_choice="required_first",
                 tools=t("sql_schema", "sql_query"),
                 instructions=(
                     "You are a data analyst with read-only SQL access to the shop database. "
@@ -51,6 +52,7 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
             agent=Agent(
                 name="librarian",
                 tier="reasoning",
+                tool_choice="required_first",
                 tools=t("retrieve"),
                 instructions=(
                     "You answer from the company's documents. Retrieve passages, then answer "
@@ -69,6 +71,7 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
             agent=Agent(
                 name="coder",
                 tier="reasoning",
+                tool_choice="required_first",
                 tools=t("run_python"),
                 instructions=(
                     "You are a senior engineer. Run code to check results before answering; "
@@ -87,6 +90,7 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
             agent=Agent(
                 name="researcher",
                 tier="reasoning",
+                tool_choice="required_first",
                 tools=t("web_search"),
                 instructions=(
                     "You research on the web. Search, then answer citing URLs. If search is "

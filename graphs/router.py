@@ -15,6 +15,7 @@ from tierflow.errors import TierExhausted
 from tierflow.graphs.semantic import SemanticRouter
 from tierflow.record import Attempt, Step
 from tierflow.state import GraphState
+from tierflow.telemetry import trace_agent
 from tierflow.tiers import TierSet
 
 
@@ -61,6 +62,7 @@ def router_node(
         f"request.\nRoutes:\n{listing}\nReply with JSON only."
     )
 
+    @trace_agent("router", the_tier, kind="router")
     async def run(state: GraphState) -> dict[str, Any]:
         started = time.perf_counter()
         emit("node_started", node="router", tier=the_tier.name)

@@ -160,7 +160,7 @@ async def test_constrained_mode_for_local_backends(settings: TierflowSettings) -
     second = model.calls[1].messages
     assert not any(isinstance(m, ToolMessage) for m in second)
     assert isinstance(second[-1], HumanMessage) and second[-1].content == "[result of add]\n5"
-    assert "add: Add two integers." in str(second[0].content)
+    assert "- add(a: integer, b: integer): Add two integers." in str(second[0].content)
 
 
 @pytest.mark.parametrize(
@@ -254,3 +254,61 @@ async def test_reject_tells_the_model_and_runs_nothing(settings: TierflowSetting
     assert str(result.content) == "ERROR (rejected): a human reviewer rejected this call"
     with pytest.raises(Exception, match="no run waiting for approval"):
         await runner.resume("r2", "approve")
+
+
+async def test_required_first_forces_a_tool_call_then_allows_an_answer(
+    settings: TierflowSettings,
+) -> None:
+    local = ScriptedChatModel().enqueue(
+        {"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}, {"answer": "3"}
+    )
+    tier = Tier(name="t", backends=[ScriptedBackend(local, tool_mode="constrained")])
+    agent = _agent(add, tool_choice="required_first")
+    record = await one_agent(agent, tier, settings).ask("1+2", graph="one")
+    assert record.answer == "3"
+    first = local.calls[0].kwargs["response_format"]["json_schema"]["schema"]
+    assert "anyOf" not in first and first["required"] == ["tool_calls"]
+    assert "anyOf" in local.calls[1].kwargs["response_format"]["json_schema"]["schema"]
+
+    hosted = ScriptedChatModel().enqueue(calls_msg(("add", {"a": 2, "b": 2})), "4")
+    await one_agent(agent, scripted_tier("t", hosted), settings).ask("2+2", graph="one")
+    assert hosted.calls[0].kwargs["tool_choice"] == "required"
+    assert "tool_choice" not in hosted.calls[1].kwargs
+
+
+async def test_unavailable_tool_is_withdrawn_and_the_run_ends_cleanly(
+    settings: TierflowSettings,
+) -> None:
+    from tierflow.tools import ToolError
+
+    @tool
+    def search(query: str) -> str:
+        """Search the web.
+
+        Args:
+            query: What to look for.
+        """
+        raise ToolError("no network", type="search_unavailable")
+
+    local = ScriptedChatModel().enqueue(
+        {"tool_calls": [{"name": "search", "arguments": {"query": "ecb"}}]},
+        {"answer": "Search is unavailable right now, so I cannot check the news."},
+    )
+    tier = Tier(name="t", backends=[ScriptedBackend(local, tool_mode="constrained")])
+    record = await one_agent(_agent(search), tier, settings).ask("ECB news?", graph="one")
+    assert record.answer.startswith("Search is unavailable") and not record.degraded
+    second = local.calls[1].kwargs["response_format"]["json_schema"]["schema"]
+    assert second["required"] == ["answer"]  # the failed tool is no longer offered
+    assert record.steps[0].tool_calls[0].error == "search_unavailable: no network"
+
+
+async def test_tool_call_json_is_never_returned_as_the_answer(settings: TierflowSettings) -> None:
+    loop = calls_msg(("explode", {"reason": "x"}))
+    text_call = '{"name": "explode", "arguments": {"reason": "x"}}'
+    model = ScriptedChatModel().enqueue(loop, text_call)
+    agent = _agent(explode, limits=AgentLimits(max_tool_rounds=1))
+    record = await one_agent(agent, scripted_tier("t", model), settings).ask("go", graph="one")
+    assert record.answer == (
+        "I could not complete this request: explode failed (ValueError: cannot do x)."
+    )
+    assert record.degraded

@@ -66,6 +66,7 @@ def _config(tmp_path: Path, url: str) -> None:
         '[tiers.router]\nbackends = ["vllm:router-model"]\n'
         '[tiers.reasoning]\nbackends = ["mistral:mistral-large-latest", "vllm:big-model"]\n'
         f'[backends.vllm]\nbase_url = "{url}"\n'
+        "[router]\nsemantic = false\n"  # exercise the router tier's model
     )
 
 
@@ -73,7 +74,8 @@ def test_ask_json_contract_against_scripted_backends(tmp_path: Path) -> None:
     with ScriptedServer() as srv:
         _config(tmp_path, srv.base_url)
         srv.enqueue(
-            Reply.json({"route": "data"}), Reply.text("42", input_tokens=30, output_tokens=1)
+            Reply.json({"route": "data"}),
+            Reply.json({"answer": "42"}, input_tokens=30, output_tokens=4),
         )
         result = runner.invoke(app, ["ask", "--json", "--thread", "th", "What is 6*7?"])
         assert result.exit_code == 0, result.stderr
@@ -97,7 +99,7 @@ def test_ask_exits_1_with_the_record_when_no_backend_can_answer(tmp_path: Path) 
     with ScriptedServer() as srv:
         _config(tmp_path, srv.base_url)
         srv.enqueue(
-            Reply.json({"route": "general"}), Fault.status(500, body={"error": {"message": "x"}})
+            Reply.json({"route": "web"}), Fault.status(500, body={"error": {"message": "x"}})
         )
         result = runner.invoke(app, ["ask", "--json", "hi"])
         assert result.exit_code == 1

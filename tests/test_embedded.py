@@ -68,7 +68,16 @@ def _cli(
 
 
 def test_ask_json_end_to_end_falls_back_to_local(tmp_path: Path) -> None:
-    proc = _cli("ask", "--json", "--thread", "e2e", "What is the capital of France?", cwd=tmp_path)
+    proc = _cli(
+        "ask",
+        "--json",
+        "--graph",
+        "direct",
+        "--thread",
+        "e2e",
+        "What is the capital of France?",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     record: dict[str, Any] = json.loads(proc.stdout)
     assert set(record) >= {
@@ -82,11 +91,10 @@ def test_ask_json_end_to_end_falls_back_to_local(tmp_path: Path) -> None:
     }
     assert record["degraded"] is False
     assert "paris" in record["answer"].lower()
-    assert record["route"] in {"general", "code", "data"}
+    assert record["route"] is None  # the direct graph has no router
     assert len(record["trace_id"]) == 32
-    router, answer = record["steps"]
-    assert (router["node"], router["tier"], router["backend"]) == ("router", "router", "local")
-    assert answer["tier"] == "reasoning"
+    (answer,) = record["steps"]
+    assert answer["node"] == "generalist" and answer["tier"] == "reasoning"
     assert answer["backend"] == "local"
     assert answer["model"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
     assert answer["fallback_from"] == "mistral:mistral-large-latest"
@@ -99,13 +107,15 @@ def test_ask_json_end_to_end_falls_back_to_local(tmp_path: Path) -> None:
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0 and usage["cost_usd"] == 0.0
 
     # the thread continues in a new process, from the SQLite checkpoint
-    again = _cli("ask", "--json", "--thread", "e2e", "And of Italy?", cwd=tmp_path)
+    again = _cli(
+        "ask", "--json", "--graph", "direct", "--thread", "e2e", "And of Italy?", cwd=tmp_path
+    )
     assert again.returncode == 0, again.stderr
     assert "rome" in json.loads(again.stdout)["answer"].lower()
 
 
 def test_ask_plain_output_says_which_backend_answered(tmp_path: Path) -> None:
-    proc = _cli("ask", "Say hello.", cwd=tmp_path)
+    proc = _cli("ask", "--graph", "direct", "Say hello.", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "tier reasoning · local" in proc.stdout
     assert "no API key" in proc.stdout
@@ -163,3 +173,37 @@ def test_local_serve_runs_in_the_foreground_until_terminated(tmp_path: Path) -> 
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize(
+    ("question", "route", "node", "tool"),
+    [
+        ("How many orders came from customers in France?", "data", "analyst", "sql_"),
+        ("Write and run Python code that prints 2**20.", "code", "coder", "run_python"),
+        ("How many days do I have to return an item?", "docs", "librarian", "retrieve"),
+        (
+            "What is the latest news about the European Central Bank?",
+            "web",
+            "researcher",
+            "web_search",
+        ),
+    ],
+    ids=["sql", "code", "docs", "web"],
+)
+def test_default_graph_routes_to_the_specialist_and_uses_its_tool(
+    tmp_path: Path, question: str, route: str, node: str, tool: str
+) -> None:
+    proc = _cli("ask", "--json", question, cwd=tmp_path)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: a clearly degraded answer
+    assert "Traceback" not in proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["route"] == route
+    assert record["steps"][0]["backend"] == "semantic"
+    calls = [c for s in record["steps"] if s["node"] == node for c in s["tool_calls"]]
+    assert calls and all(c["name"].startswith(tool) for c in calls)
+    if route == "web":  # no network here: the tool says so and the run ends cleanly
+        assert calls[0]["ok"] is False and calls[0]["error"].startswith("search_unavailable")
+        assert record["answer"]
+    else:
+        assert any(c["ok"] for c in calls)
+        assert proc.returncode == 0 and record["answer"]

@@ -126,5 +126,5 @@ async def test_empty_question_is_a_user_error(settings: TierflowSettings, questi
 
 
 async def test_unknown_graph(settings: TierflowSettings) -> None:
-    with pytest.raises(UnknownGraph, match=r"unknown graph 'nope' \(available: default, "):
+    with pytest.raises(UnknownGraph, match=r"unknown graph 'nope' \(available: .*default, direct"):
         await Runner(settings).ask("hi", graph="nope")

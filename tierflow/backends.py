@@ -126,9 +126,9 @@ class Backend(abc.ABC):
         return self._status(BackendState.REACHABLE, base_url, ms)
 
 
-def _timeout(settings: TierflowSettings) -> httpx.Timeout:
+def _timeout(settings: TierflowSettings, read_s: float | None = None) -> httpx.Timeout:
     r = settings.resilience
-    return httpx.Timeout(r.request_timeout_s, connect=r.connect_timeout_s)
+    return httpx.Timeout(read_s or r.request_timeout_s, connect=r.connect_timeout_s)
 
 
 class OpenAICompatibleBackend(Backend):
@@ -147,6 +147,7 @@ class OpenAICompatibleBackend(Backend):
         temperature: float | None = None,
         tool_mode: ToolMode = "native",
         max_tokens: int | None = None,
+        request_timeout_s: float | None = None,
     ) -> None:
         super().__init__(id=ref.id, model_name=ref.model or ref.kind.value, local=local)
         self.tool_mode = tool_mode
@@ -156,6 +157,7 @@ class OpenAICompatibleBackend(Backend):
         self._settings = settings
         self._temperature = temperature
         self._max_tokens = max_tokens
+        self._request_timeout_s = request_timeout_s
         self.provider = provider
 
     def unavailable_reason(self) -> str | None:
@@ -172,7 +174,7 @@ class OpenAICompatibleBackend(Backend):
             base_url=self._base_url(),
             api_key=key,
             max_retries=0,
-            timeout=_timeout(self._settings),
+            timeout=_timeout(self._settings, self._request_timeout_s),
             temperature=self._temperature,
             max_completion_tokens=self._max_tokens,
             stream_usage=True,
@@ -201,6 +203,7 @@ class LocalBackend(OpenAICompatibleBackend):
             temperature=0.0,  # routing and extraction on a tiny model want determinism
             tool_mode="constrained",
             max_tokens=local.max_tokens,
+            request_timeout_s=local.request_timeout_s,
         )
         self.id = ref.id  # "local", not "local:<model>"
         self._settings = settings

@@ -338,3 +338,7 @@ def main() -> None:
         app()
     except RunError as exc:  # raised outside _guard, e.g. by an atexit hook
         _fail(str(exc), 1)
+    finally:
+        from tierflow.telemetry import shutdown
+
+        shutdown()  # flush spans and metrics to the OTLP endpoint, if any (bounded wait)

@@ -19,7 +19,7 @@ from tierflow.errors import UserError
 from tierflow.graphs.registry import BuildContext, GraphFactory, get_graph
 from tierflow.record import RunRecord, Step, Usage
 from tierflow.settings import TierflowSettings, load_settings
-from tierflow.telemetry import format_trace_id, tracer
+from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
 from tierflow.tiers import Tier, TierSet
 
 EventHandler = Callable[[dict[str, Any]], None]
@@ -160,9 +160,7 @@ class Runner:
         *,
         new: bool,
     ) -> RunRecord:
-        with tracer().start_as_current_span(f"invoke_workflow {graph}") as span:
-            span.set_attribute("gen_ai.operation.name", "invoke_workflow")
-            span.set_attribute("gen_ai.conversation.id", thread_id)
+        with workflow_span(graph, thread_id, self.settings) as span:
             trace_id = format_trace_id(span)
             async with AsyncExitStack() as stack:
                 saver = self._saver
@@ -209,6 +207,7 @@ class Runner:
                 settings=self.settings,
                 pending=pending,
             )
+            finish_workflow(span, record)
             if record.degraded:
                 span.set_status(Status(StatusCode.ERROR, "degraded"))
             return record

@@ -106,6 +106,8 @@ class LocalSettings(_Section):
     n_ctx: int = Field(default=4096, ge=256)
     # A cap on each reply: a small model under a grammar can otherwise loop to the limit.
     max_tokens: int = Field(default=768, ge=16)
+    # CPU generation is slow (~30 tokens/s on 2 cores): a longer read deadline than hosted.
+    request_timeout_s: float = Field(default=240.0, gt=0)
     threads: int | None = Field(default=None, ge=1)
     startup_timeout_s: float = Field(default=120.0, gt=0)
 

@@ -1,38 +1,86 @@
-"""Tracing entry points.
+"""Tracing and metrics: one OpenTelemetry trace per run, GenAI semantic-convention spans.
 
-Each run is one trace; its id is the run record's ``trace_id``. If the application already
-installed an OpenTelemetry ``TracerProvider`` tierflow uses it; otherwise it installs an SDK
-provider with no exporter, so trace ids are real and nothing leaves the process. Exporters
-(OTLP), GenAI semantic-convention spans and metrics build on this module.
+A run is a tree an SRE can open in Jaeger::
+
+    invoke_workflow default                      (the run; trace id = RunRecord.trace_id)
+    ├── invoke_agent router                      (a node: agent, router, planner, supervisor)
+    │   └── chat router-model                    (one model call, CLIENT, tokens)
+    ├── invoke_agent analyst                     (fallback events: from, to, reason)
+    │   └── chat big-model
+    ├── execute_tool sql_query                   (one per tool call; parallel calls are siblings)
+    └── invoke_agent analyst
+        └── chat big-model
+
+Set-up follows the standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_PROTOCOL`` = ``http/protobuf`` or ``grpc``, ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``...). With no endpoint nothing is
+exported and nothing touches the network; a provider the application installed first is
+used as is. Prompts, tool arguments and results are never recorded unless content capture
+is on, and then only after redaction (:func:`set_redactor`).
+
+Tests and benchmarks route tierflow's telemetry to their own providers with
+:func:`use_providers`, without touching global state.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 
-_lock = threading.Lock()
-_installed = False
+from tierflow._telemetry_content import (
+    capture_setting,
+    capturing,
+    redact,
+    set_redactor,
+)
+from tierflow._telemetry_metrics import instruments
+from tierflow._telemetry_resilience import record_breaker, record_retry
+from tierflow._telemetry_setup import meter, setup, shutdown, tracer, use_providers
+from tierflow._telemetry_spans import (
+    conversation_id,
+    finish_workflow,
+    trace_agent,
+    trace_fallback,
+    traced_chat,
+    workflow_span,
+)
+from tierflow._telemetry_tools import (
+    RETRIEVAL_TOOLS,
+    GuardrailTrace,
+    RetrievalTrace,
+    guardrail_span,
+    retrieval_span,
+    trace_tool_call,
+)
 
-
-def tracer() -> trace.Tracer:
-    """The tierflow tracer, installing a default SDK provider on first use if none is set."""
-    global _installed
-    with _lock:
-        if not _installed:
-            current = trace.get_tracer_provider()
-            # The API's default is a proxy that records nothing and yields all-zero ids.
-            if type(current).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
-                # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over our default name.
-                attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "tierflow"}
-                trace.set_tracer_provider(TracerProvider(resource=Resource.create(attrs)))
-            _installed = True
-    return trace.get_tracer("tierflow")
+__all__ = [
+    "RETRIEVAL_TOOLS",
+    "GuardrailTrace",
+    "RetrievalTrace",
+    "capture_setting",
+    "capturing",
+    "conversation_id",
+    "finish_workflow",
+    "format_trace_id",
+    "guardrail_span",
+    "instruments",
+    "meter",
+    "record_breaker",
+    "record_retry",
+    "redact",
+    "retrieval_span",
+    "set_redactor",
+    "setup",
+    "shutdown",
+    "trace_agent",
+    "trace_fallback",
+    "trace_tool_call",
+    "traced_chat",
+    "tracer",
+    "use_providers",
+    "workflow_span",
+]
 
 
 def format_trace_id(span: trace.Span) -> str:
+    """The span's trace id as the 32 hex digits Jaeger and ``ask --json`` show."""
     return trace.format_trace_id(span.get_span_context().trace_id)

@@ -24,6 +24,7 @@ from tierflow.backends import Backend, build_backend
 from tierflow.errors import BackendUnavailable, TierExhausted
 from tierflow.record import Attempt, Usage
 from tierflow.settings import Price, TierflowSettings
+from tierflow.telemetry import trace_fallback, traced_chat
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -157,6 +158,7 @@ class Tier:
         if output_type is not None:
             plan = StructuredOutput(output_type)
         for backend in self.backends:
+            trace_fallback(self, attempts, backend, sensitive)
             if (self.local_only or sensitive) and not backend.local:
                 why = "tier is local_only" if self.local_only else "sensitive data"
                 attempts.append(
@@ -178,7 +180,9 @@ class Tier:
                 continue
             try:
                 sent, extra = plan.prepare(backend, messages) if plan else (list(messages), {})
-                message = await model.ainvoke(sent, **{**kwargs, **extra})
+                message = await traced_chat(
+                    self.name, backend, model.ainvoke(sent, **{**kwargs, **extra}), sent
+                )
                 if not isinstance(message, AIMessage):
                     raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
             except Exception as exc:  # any provider error moves the chain on
@@ -203,6 +207,7 @@ class Tier:
                 usage=_usage(message, self.prices.get(backend.id)),
                 parsed=parsed,
             )
+        trace_fallback(self, attempts, None, sensitive)
         raise TierExhausted(self.name, [(a.backend, a.reason or a.outcome) for a in attempts])
 
 

@@ -1,0 +1,211 @@
+"""Content capture: what a span may say about prompts, tool arguments and results.
+
+Off by default: spans carry names, ids, models, token counts and outcomes, never what a
+user or a model wrote. A run captures content when ``telemetry.capture_content`` is set in
+its settings, or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (the variable the
+OpenTelemetry GenAI instrumentations read) is true. Captured text always passes through
+the redactor first; :func:`redact` is a small placeholder that the guardrails' PII
+detection replaces with :func:`set_redactor`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_core.messages import AIMessage, BaseMessage
+
+    from tierflow.settings import TierflowSettings
+
+Redactor = Callable[[str], str]
+
+#: Longest text kept in one captured part; spans are not a log store.
+MAX_TEXT_CHARS = 4096
+
+_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_ON = {"1", "true", "yes", "span_only", "span_and_event"}
+
+_capture: ContextVar[bool | None] = ContextVar("tierflow_capture_content", default=None)
+
+# Hand-written because it is a stop-gap: the guardrails bring real PII detection and plug
+# it in with set_redactor. Each pattern is checked (Luhn, mod-97) to spare ids and dates.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_PHONE = re.compile(
+    r"(?<![\w+])(?:"
+    # with a country code or an area code in parentheses: +33 6 12 34 56 78, (555) 123-4567
+    r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?|\(\d{1,4}\)[ .-]?)\d{1,4}(?:[ .-]?\d{2,4}){1,5}"
+    # without: at least three separated groups, 06 12 34 56 78, 555-123-4567
+    r"|\d{2,4}(?:[ .-]\d{2,4}){2,5})(?!\w)"
+)
+_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _iban_ok(text: str) -> bool:
+    s = text.replace(" ", "")
+    moved = s[4:] + s[:4]
+    number = "".join(str(int(ch, 36)) for ch in moved)
+    return int(number) % 97 == 1
+
+
+def _sub_checked(
+    pattern: re.Pattern[str], label: str, check: Callable[[str], bool]
+) -> Callable[[str], str]:
+    def sub(text: str) -> str:
+        return pattern.sub(lambda m: label if check(m.group()) else m.group(), text)
+
+    return sub
+
+
+def _phone_ok(text: str) -> bool:
+    digits = sum(ch.isdigit() for ch in text)
+    return 8 <= digits <= 15 and not _DATE.fullmatch(text.strip())
+
+
+_STEPS = (
+    _sub_checked(_IBAN, "[IBAN]", _iban_ok),
+    _sub_checked(_CARD, "[CARD]", lambda s: _luhn(re.sub(r"\D", "", s))),
+    _sub_checked(_EMAIL, "[EMAIL]", lambda s: True),
+    _sub_checked(_PHONE, "[PHONE]", _phone_ok),
+)
+
+
+def redact(text: str) -> str:
+    """Mask e-mail addresses, phone numbers, IBANs and card numbers in ``text``.
+
+    >>> redact("mail ann@example.com or call +33 6 12 34 56 78")
+    'mail [EMAIL] or call [PHONE]'
+    """
+    for step in _STEPS:
+        text = step(text)
+    return text
+
+
+_redactor: Redactor = redact
+
+
+def set_redactor(redactor: Redactor | None) -> None:
+    """Use ``redactor`` for everything telemetry captures (``None``: back to :func:`redact`).
+
+    The hook for the guardrails' PII detection, so spans and guardrails mask the same way.
+    """
+    global _redactor
+    _redactor = redactor or redact
+
+
+def scrub(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """``text`` through the redactor, cut at ``limit`` characters."""
+    cleaned = _redactor(text)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…[truncated]"
+
+
+def capture_setting(settings: TierflowSettings | None) -> bool:
+    """Whether a run with ``settings`` captures content (see the module docstring)."""
+    configured = getattr(getattr(settings, "telemetry", None), "capture_content", None)
+    if isinstance(configured, bool) and configured:
+        return True
+    return os.environ.get(_ENV, "").strip().lower() in _ON
+
+
+def capturing() -> bool:
+    """Whether content is captured here: the run's choice, else the environment's."""
+    value = _capture.get()
+    return capture_setting(None) if value is None else value
+
+
+@contextmanager
+def capture_scope(enabled: bool) -> Iterator[None]:
+    """Capture (or not) for the code running inside, including tasks it starts."""
+    token = _capture.set(enabled)
+    try:
+        yield
+    finally:
+        _capture.reset(token)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "".join(
+            part if isinstance(part, str) else str(part.get("text", ""))
+            for part in content
+            if isinstance(part, str | Mapping)
+        )
+    return str(content)
+
+
+def scrub_value(value: Any) -> Any:
+    """A JSON-like value with every string redacted (tool arguments, structured results)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, Mapping):
+        return {str(k): scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_value(v) for v in value]
+    return value
+
+
+def _parts(message: BaseMessage) -> list[dict[str, Any]]:
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    text = _text(message.content)
+    if isinstance(message, ToolMessage):
+        return [{"type": "tool_call_response", "id": message.tool_call_id, "result": scrub(text)}]
+    parts: list[dict[str, Any]] = [{"type": "text", "content": scrub(text)}] if text else []
+    if isinstance(message, AIMessage):
+        parts += [
+            {
+                "type": "tool_call",
+                "id": call.get("id"),
+                "name": call["name"],
+                "arguments": scrub_value(call.get("args", {})),
+            }
+            for call in message.tool_calls
+        ]
+    return parts
+
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+
+
+def input_messages(messages: Sequence[BaseMessage]) -> str:
+    """``gen_ai.input.messages`` (the GenAI JSON schema), redacted."""
+    return json.dumps(
+        [{"role": _ROLES.get(m.type, m.type), "parts": _parts(m)} for m in messages],
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+def output_messages(message: AIMessage) -> str:
+    """``gen_ai.output.messages`` for one answer, redacted."""
+    finish = message.response_metadata.get("finish_reason")
+    entry: dict[str, Any] = {"role": "assistant", "parts": _parts(message)}
+    if finish:
+        entry["finish_reason"] = str(finish)
+    return json.dumps([entry], ensure_ascii=False, default=str)
+
+
+def json_text(value: Any) -> str:
+    """A redacted JSON rendering of a tool's arguments or output."""
+    if isinstance(value, str):
+        return scrub(value)
+    return json.dumps(scrub_value(value), ensure_ascii=False, default=str)
