@@ -56,6 +56,36 @@ def _text(message: AIMessage) -> str:
     return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
 
 
+# Keywords llama.cpp compiles into very large grammars (maxLength 500 becomes 500 nested
+# optional rules; measured: a 20 s turn became a >40 s timeout). Bounds are still checked
+# by the tool's own validation, whose error the model reads and can act on.
+_GRAMMAR_HEAVY = frozenset(
+    {
+        "maxLength",
+        "minLength",
+        "maximum",
+        "minimum",
+        "exclusiveMaximum",
+        "exclusiveMinimum",
+        "pattern",
+        "format",
+        "maxItems",
+        "minItems",
+        "maxProperties",
+        "minProperties",
+    }
+)
+
+
+def grammar_friendly(schema: Any) -> Any:
+    """``schema`` without the keywords that make constrained decoding slow."""
+    if isinstance(schema, dict):
+        return {k: grammar_friendly(v) for k, v in schema.items() if k not in _GRAMMAR_HEAVY}
+    if isinstance(schema, list):
+        return [grammar_friendly(v) for v in schema]
+    return schema
+
+
 def turn_schema(
     tools: Sequence[Tool],
     output_type: type[BaseModel] | None,
@@ -77,7 +107,10 @@ def turn_schema(
     items = [
         {
             "type": "object",
-            "properties": {"name": {"type": "string", "enum": [t.name]}, "arguments": t.parameters},
+            "properties": {
+                "name": {"type": "string", "enum": [t.name]},
+                "arguments": grammar_friendly(t.parameters),
+            },
             "required": ["name", "arguments"],
             "additionalProperties": False,
         }
@@ -89,8 +122,7 @@ def turn_schema(
             "tool_calls": {
                 "type": "array",
                 "items": {"anyOf": items},
-                "minItems": 1,
-                "maxItems": MAX_CALLS_PER_TURN,
+                "minItems": 1,  # small bounds are cheap; the tool cap is enforced in parse
             }
         },
         "required": ["tool_calls"],

@@ -34,10 +34,17 @@ def _orchestration() -> dict[str, Any]:
     return run()
 
 
+def _tracing() -> dict[str, Any]:
+    from tierflow.bench.tracing import run
+
+    return run()
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "embedded": _embedded,
     "overhead": _overhead,
     "orchestration": _orchestration,
+    "tracing": _tracing,
 }
 
 

@@ -16,7 +16,8 @@ _SCRUB = ("MISTRAL_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "MISTRAL_BASE_
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for var in list(os.environ):
-        if var in _SCRUB or (var.startswith("TIERFLOW_") and var != "TIERFLOW_DEBUG"):
+        tierflow_var = var.startswith("TIERFLOW_") and var != "TIERFLOW_DEBUG"
+        if var in _SCRUB or tierflow_var or var.startswith("OTEL_"):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.chdir(tmp_path)  # no ./tierflow.toml from the repo

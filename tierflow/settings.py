@@ -226,6 +226,9 @@ class RouterSettings(_Section):
 
 class TelemetrySettings(_Section):
     jaeger_ui_url: str | None = None  # e.g. http://127.0.0.1:16686 turns trace ids into links
+    # Record prompts, tool arguments and results in spans (after PII redaction). Off by
+    # default; OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true also turns it on.
+    capture_content: bool = False
 
 
 # Which file the settings sources should read; set by load_settings for one construction.
