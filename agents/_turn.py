@@ -17,6 +17,7 @@ tool-call ids that every provider accepts).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,6 +177,21 @@ def to_plain_turns(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     return out
 
 
+_PARTIAL_ANSWER = re.compile(r'^\s*\{\s*"answer"\s*:\s*"((?:[^"\\]|\\.)*)', re.DOTALL)
+
+
+def _loads_or_salvage(text: str) -> Any:
+    """Parse a constrained reply; an answer cut off at the token limit keeps its text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        match = _PARTIAL_ANSWER.match(text)
+        if not match or not match.group(1).strip():
+            raise
+        partial = match.group(1).rstrip("\\")
+        return {"answer": json.loads(f'"{partial}"').rstrip() + " [cut off at the length limit]"}
+
+
 @dataclass(frozen=True)
 class AgentTurnPlan:
     """A :class:`tierflow.tiers.CallPlan` for one agent turn."""
@@ -229,7 +245,7 @@ class AgentTurnPlan:
         names = {t.name for t in self.offered()}
         text = _text(message)
         if backend.tool_mode == "constrained" and self._constrains():
-            data = json.loads(text)  # ValueError moves the tier chain on
+            data = _loads_or_salvage(text)  # ValueError moves the tier chain on
             if isinstance(data, dict) and isinstance(data.get("tool_calls"), list) and names:
                 calls = [
                     ToolCall(

@@ -34,6 +34,12 @@ def _orchestration() -> dict[str, Any]:
     return run()
 
 
+def _bfcl() -> dict[str, Any]:
+    from tierflow.bench.bfcl import run
+
+    return run()
+
+
 def _tracing() -> dict[str, Any]:
     from tierflow.bench.tracing import run
 
@@ -45,6 +51,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "overhead": _overhead,
     "orchestration": _orchestration,
     "tracing": _tracing,
+    "bfcl": _bfcl,
 }
 
 

@@ -15,7 +15,7 @@ import abc
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from langchain_core.language_models import BaseChatModel
@@ -169,7 +169,8 @@ class OpenAICompatibleBackend(Backend):
         from langchain_openai import ChatOpenAI
 
         key = self._api_key or SecretStr("not-needed")
-        return ChatOpenAI(
+        cls = _grammar_client(ChatOpenAI) if self.tool_mode == "constrained" else ChatOpenAI
+        return cls(
             model=self.model_name,
             base_url=self._base_url(),
             api_key=key,
@@ -279,6 +280,25 @@ class MistralBackend(Backend):
     async def _probe(self, http_timeout_s: float) -> BackendStatus:
         cfg = self._settings.backends.mistral
         return await self._probe_models_endpoint(cfg.base_url, cfg.api_key, http_timeout_s)
+
+
+def _grammar_client(base: Any) -> Any:
+    """ChatOpenAI for llama.cpp/vLLM: ``response_format`` goes into the request body as is.
+
+    With ``response_format`` set, langchain-openai calls the SDK's ``parse()``, which
+    raises when a reply stops at the token limit; a small model under a grammar sometimes
+    does, and tierflow parses (and salvages) the JSON itself, so the plain path is used.
+    """
+
+    class GrammarChatOpenAI(base):  # type: ignore[misc]
+        def _get_request_payload(self, input_: Any, *, stop: Any = None, **kwargs: Any) -> Any:
+            fmt = kwargs.pop("response_format", None)
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            if fmt is not None:
+                payload["extra_body"] = {**payload.get("extra_body", {}), "response_format": fmt}
+            return payload
+
+    return GrammarChatOpenAI
 
 
 def build_backend(ref: BackendRef, settings: TierflowSettings) -> Backend:

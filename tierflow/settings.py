@@ -105,7 +105,7 @@ class LocalSettings(_Section):
     base_url: str | None = None  # use an already running `tierflow local serve` instead
     n_ctx: int = Field(default=4096, ge=256)
     # A cap on each reply: a small model under a grammar can otherwise loop to the limit.
-    max_tokens: int = Field(default=768, ge=16)
+    max_tokens: int = Field(default=512, ge=16)
     # CPU generation is slow (~30 tokens/s on 2 cores): a longer read deadline than hosted.
     request_timeout_s: float = Field(default=240.0, gt=0)
     threads: int | None = Field(default=None, ge=1)
