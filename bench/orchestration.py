@@ -88,7 +88,10 @@ async def _raw(db: Path, go: asyncio.Queue[int], done: asyncio.Queue[float]) -> 
             await done.put((time.perf_counter() - started) * 1000)
 
 
-async def _tierflow(state_dir: Path, go: asyncio.Queue[int], done: asyncio.Queue[float]) -> None:
+def tierflow_setup() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The benchmark graph in tierflow (graphs and tiers for a Runner); shared with
+    bench/tracing.py so both measure the same thing."""
+
     @tool
     def lookup(key: str) -> str:
         """Look up a key.
@@ -106,8 +109,13 @@ async def _tierflow(state_dir: Path, go: asyncio.Queue[int], done: asyncio.Queue
         "router": scripted_tier("router", ScriptedChatModel(default='{"route": "lookup"}')),
         "reasoning": scripted_tier("reasoning", _Turns()),
     }
+    return {"bench": factory}, tiers
+
+
+async def _tierflow(state_dir: Path, go: asyncio.Queue[int], done: asyncio.Queue[float]) -> None:
+    graphs, tiers = tierflow_setup()
     settings = load_settings(state_dir=state_dir)
-    async with Runner(settings, tiers=tiers, graphs={"bench": factory}) as runner:
+    async with Runner(settings, tiers=tiers, graphs=graphs) as runner:
         while (i := await go.get()) >= 0:
             started = time.perf_counter()
             record = await runner.ask("q", graph="bench", thread_id=f"t{i}")

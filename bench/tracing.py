@@ -34,7 +34,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessage, ToolMessage
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -43,18 +42,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from tierflow import (
-    Agent,
-    BuildContext,
-    Route,
     Runner,
     load_settings,
-    router_graph,
     telemetry,
-    tool,
 )
 from tierflow._telemetry_spans import span
+from tierflow.bench.orchestration import tierflow_setup
 from tierflow.errors import UserError
-from tierflow.testing import ScriptedChatModel, scripted_tier
 
 WARMUP_BLOCKS = 2
 BLOCKS = 15
@@ -105,18 +99,6 @@ def _receiver() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-class _Turns(ScriptedChatModel):
-    """Scripted specialist: a tool call, then (after the tool result) an answer."""
-
-    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
-        if isinstance(messages[-1], ToolMessage):
-            self.enqueue("done")
-        else:
-            call = {"name": "lookup", "args": {"key": "k"}, "id": "abcdefghi", "type": "tool_call"}
-            self.enqueue(AIMessage(content="", tool_calls=[call]))
-        return super()._generate(messages, stop, run_manager, **kw)
-
-
 def _providers(endpoint: str) -> dict[str, tuple[Any, Any]]:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -140,26 +122,10 @@ async def _runs(state_dir: Path, providers: dict[str, tuple[Any, Any]]) -> Times
     """Per-run wall and CPU time (ms) of each block of runs, by set-up. CPU time counts
     every thread of this process (the export thread too) and not other processes' load."""
 
-    @tool
-    def lookup(key: str) -> str:
-        """Look up a key.
-
-        Args:
-            key: The key.
-        """
-        return f"value of {key}"
-
-    def factory(ctx: BuildContext) -> Any:
-        agent = Agent(name="agent", tier="reasoning", instructions="use tools", tools=[lookup])
-        return router_graph(ctx.tiers, {"lookup": Route(description="lookups", agent=agent)})
-
-    tiers = {
-        "router": scripted_tier("router", ScriptedChatModel(default='{"route": "lookup"}')),
-        "reasoning": scripted_tier("reasoning", _Turns()),
-    }
+    graphs, tiers = tierflow_setup()
     settings = load_settings(state_dir=state_dir, router={"semantic": False})
     times: Times = {"wall": {n: [] for n in providers}, "cpu": {n: [] for n in providers}}
-    async with Runner(settings, tiers=tiers, graphs={"bench": factory}) as runner:
+    async with Runner(settings, tiers=tiers, graphs=graphs) as runner:
         names = list(providers)
         for block in range(WARMUP_BLOCKS + BLOCKS):
             # rotate the order so no set-up always follows the same one (GC, WAL growth)
