@@ -151,7 +151,7 @@ def _print_record(record: Any) -> None:
             highlight=False,
         )
         return
-    out.print(record.answer, highlight=False, markup=False)
+    out.print(record.answer, highlight=False, markup=False, soft_wrap=True)
     out.print()
     for step in record.steps:
         where = f"{step.backend} ({step.model})" if step.backend else "no backend"
@@ -203,7 +203,7 @@ def run_tool(
             if isinstance(outcome.output, str)
             else json.dumps(outcome.output, indent=2, default=str)
         )
-        out.print(text, highlight=False, markup=False)
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
     if not outcome.ok:
         assert outcome.error is not None
         _fail(f"{name}: {outcome.error.type}: {outcome.error.message}", 1)
