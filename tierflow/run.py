@@ -181,7 +181,10 @@ class Runner:
                     )
                 if not new and not paused:
                     raise UserError(f"thread '{thread_id}' has no run waiting for approval")
-                modes = ["custom", "values", *(["messages"] if stream_tokens else [])]
+                # Stream only what someone listens to: unused modes still cost per event.
+                modes = ["values"]
+                if on_event is not None:
+                    modes += ["custom", *(["messages"] if stream_tokens else [])]
                 stream: Any = app.astream(inputs, config, stream_mode=modes)
                 state: dict[str, Any] = {}
                 async for mode, chunk in stream:
