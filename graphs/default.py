@@ -35,7 +35,9 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 tools=t("sql_schema", "sql_query"),
                 instructions=(
                     "You are a data analyst with read-only SQL access to the shop database. "
-                    "Look at the schema first, then query; show the SQL you ran. " + _STYLE
+                    "Call sql_schema to see the tables, then call sql_query to run your SQL; "
+                    "never answer with SQL you did not run. Answer with what the query "
+                    "returned and show the SQL. " + _STYLE
                 ),
             ),
         ),
