@@ -50,13 +50,6 @@ class ModelTurn:
     recovered: bool = False  # tool calls were recovered from text
 
 
-def _text(message: AIMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content)
-
-
 # Keywords llama.cpp compiles into very large grammars (maxLength 500 becomes 500 nested
 # optional rules; measured: a 20 s turn became a >40 s timeout). Bounds are still checked
 # by the tool's own validation, whose error the model reads and can act on.
@@ -243,7 +236,7 @@ class AgentTurnPlan:
 
     def parse(self, backend: Backend, message: AIMessage) -> ModelTurn:
         names = {t.name for t in self.offered()}
-        text = _text(message)
+        text = message.text
         if backend.tool_mode == "constrained" and self._constrains():
             data = _loads_or_salvage(text)  # ValueError moves the tier chain on
             if isinstance(data, dict) and isinstance(data.get("tool_calls"), list) and names:

@@ -7,7 +7,6 @@ public surface is re-exported here; everything else is an implementation detail.
 from tierflow.agents import Agent, AgentLimits, add_agent, agent_node, tools_node
 from tierflow.backends import Backend, BackendState, BackendStatus, build_backend
 from tierflow.errors import (
-    BackendFailed,
     BackendUnavailable,
     ConfigError,
     LocalModelError,
@@ -41,7 +40,6 @@ __all__ = [
     "AgentLimits",
     "Attempt",
     "Backend",
-    "BackendFailed",
     "BackendKind",
     "BackendRef",
     "BackendState",

@@ -33,10 +33,6 @@ class BackendUnavailable(RunError):
     """A backend cannot be used at all right now (no API key, model file missing...)."""
 
 
-class BackendFailed(RunError):
-    """A backend was called and the call failed."""
-
-
 class TierExhausted(RunError):
     """Every backend of a tier was unavailable or failed; ``attempts`` says why for each."""
 

@@ -323,13 +323,6 @@ class TierflowSettings(BaseSettings):
             _TomlSource(settings_cls, data),
         )
 
-    def tier(self, name: str) -> TierSettings:
-        try:
-            return self.tiers[name]
-        except KeyError:
-            known = ", ".join(sorted(self.tiers))
-            raise ConfigError(f"unknown tier '{name}' (configured: {known})") from None
-
     def price(self, backend: BackendRef) -> Price | None:
         return self.prices.get(backend.id)
 

@@ -21,7 +21,7 @@ from langchain_core.utils.function_calling import convert_to_openai_function
 from pydantic import BaseModel, ValidationError
 
 from tierflow.backends import Backend, build_backend
-from tierflow.errors import BackendUnavailable, TierExhausted
+from tierflow.errors import BackendUnavailable, ConfigError, TierExhausted
 from tierflow.record import Attempt, Usage
 from tierflow.settings import Price, TierflowSettings
 from tierflow.telemetry import trace_fallback, traced_chat
@@ -96,20 +96,9 @@ def strict_schema(output_type: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def _text(message: AIMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    return "".join(
-        part if isinstance(part, str) else str(part.get("text", ""))
-        for part in content
-        if isinstance(part, str | dict)
-    )
-
-
 def parse_structured(message: AIMessage, output_type: type[T]) -> T:
     """Validate a model's JSON answer, tolerating a Markdown fence around it."""
-    text = _text(message).strip()
+    text = message.text.strip()
     if text.startswith("```"):
         text = text.strip("`").removeprefix("json").strip()
     return output_type.model_validate_json(text)
@@ -251,8 +240,6 @@ class TierSet(Mapping[str, Tier]):
         try:
             return self._tiers[name]
         except KeyError:
-            from tierflow.errors import ConfigError
-
             known = ", ".join(sorted(self._tiers))
             raise ConfigError(f"unknown tier '{name}' (configured: {known})") from None
 

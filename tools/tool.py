@@ -26,7 +26,7 @@ import functools
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -246,6 +246,3 @@ def tool(
         )
 
     return build(fn) if fn is not None else build
-
-
-ToolFn = Callable[..., Any] | Callable[..., Awaitable[Any]]
