@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from tierflow.resilience import RetryPolicy
 from tierflow.tools.tool import Tool
 
 
@@ -47,6 +48,8 @@ class Agent:
     #: answer). Small models otherwise tend to answer from memory without looking.
     tool_choice: Literal["auto", "required_first"] = "auto"
     limits: AgentLimits = field(default_factory=AgentLimits)
+    #: Retry policy of this node's model calls, over its tier's and backends' (resilience).
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if not self.name.strip() or not self.name.replace("_", "a").replace("-", "a").isalnum():

@@ -36,7 +36,17 @@ from tierflow.agents._recover import new_call_id, recover_tool_calls
 from tierflow.agents._turn import AgentTurnPlan, ModelTurn
 from tierflow.agents.agent import Agent
 from tierflow.errors import TierExhausted
+from tierflow.guardrails.base import Action
+from tierflow.guardrails.runtime import (
+    RunGuards,
+    current_guards,
+    guard_tool_call,
+    guard_tool_result,
+    retrieved_passages,
+    verdict_records,
+)
 from tierflow.record import Attempt, Step, ToolCallRecord
+from tierflow.resilience import ResidencyExhausted
 from tierflow.state import GraphState
 from tierflow.telemetry import trace_agent, trace_tool_call
 from tierflow.tiers import Tier, TierResult, TierSet, parse_structured
@@ -148,7 +158,10 @@ async def _repair(
     )
     try:
         result = await tier.ainvoke(
-            [*messages, AIMessage(text), ask], output_type=agent.output_type, sensitive=sensitive
+            [*messages, AIMessage(text), ask],
+            output_type=agent.output_type,
+            sensitive=sensitive,
+            retry=agent.retry,
         )
     except TierExhausted:
         return text, None
@@ -177,7 +190,9 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
         )
         try:
             async with asyncio.timeout(agent.limits.timeout_s):
-                result = await tier.ainvoke(messages, plan=plan, sensitive=sensitive)
+                result = await tier.ainvoke(
+                    messages, plan=plan, sensitive=sensitive, retry=agent.retry
+                )
         except (TierExhausted, TimeoutError) as exc:
             attempts = (
                 exc.attempts
@@ -185,10 +200,19 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                 else [("(tier)", f"timed out after {agent.limits.timeout_s:g}s")]
             )
             step = degraded_step(agent.name, tier.name, attempts, started)
+            records = getattr(exc, "records", None)  # the chain's full attempts, if kept
+            if records:
+                step.attempts = list(records)
+            why = f"every backend of the '{tier.name}' tier failed"
+            if isinstance(exc, ResidencyExhausted):
+                why = (
+                    f"this conversation holds sensitive data, which may only go to local "
+                    f"backends, and no local backend of the '{tier.name}' tier answered"
+                )
             reply = AIMessage(
                 content=(
-                    f"[degraded] No answer: every backend of the '{tier.name}' tier failed "
-                    f"({step.fallback_reason}). Nothing was lost; ask again to retry."
+                    f"[degraded] No answer: {why} ({step.fallback_reason}). "
+                    "Nothing was lost; ask again to retry."
                 ),
                 name=agent.name,
             )
@@ -196,6 +220,7 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
             return {"messages": [reply], "steps": [step.model_dump()]}
 
         turn: ModelTurn = result.parsed
+        extra_update: dict[str, Any] = {}
         step = step_from_result(agent.name, tier.name, result, started)
         out: list[BaseMessage] = []
         if turn.tool_calls or turn.invalid_calls:
@@ -242,6 +267,10 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                         step.usage = step.usage + repaired.usage
                     else:
                         step.degraded = True
+            guards = current_guards()
+            if guards is not None:
+                text, verdicts = await _guard_answer(guards, agent, text, history)
+                extra_update = {"guardrails": verdicts} if verdicts else {}
             out = [
                 AIMessage(
                     content=text,
@@ -251,9 +280,27 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                 )
             ]
         emit("node_finished", node=agent.name, tier=tier.name, backend=step.backend)
-        return {"messages": out, "steps": [step.model_dump()]}
+        return {"messages": out, "steps": [step.model_dump()], **extra_update}
 
     return run
+
+
+async def _guard_answer(
+    guards: RunGuards, agent: Agent, text: str, history: Sequence[BaseMessage]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The agent's own output guardrails (the runner runs the graph's on the final answer)."""
+    result = await guards.check(
+        "output",
+        text,
+        agent=agent.name,
+        agent_guardrails=agent.guardrails,
+        include_graph=False,
+        output_type=agent.output_type,
+        passages=retrieved_passages(_since_last_question(history)),
+    )
+    if result.action is Action.BLOCK:
+        return f"I can't give this answer: {result.reason}", verdict_records(result)
+    return result.text, verdict_records(result)
 
 
 def tools_node(agent: Agent) -> NodeFn:
@@ -287,10 +334,21 @@ def tools_node(agent: Agent) -> NodeFn:
             for m in _failures(messages)
         }
 
+        guards = current_guards()
+        verdicts: list[dict[str, Any]] = []
+
         @trace_tool_call(agent)
         async def one(call: ToolCall) -> ToolMessage:
             tool = agent.tool(call["name"])
-            if (call["name"], _args_key(call["args"])) in failed_before:
+            args = dict(call["args"])
+            blocked: str | None = None
+            if guards is not None and tool is not None:
+                args, blocked = await guard_tool_call(
+                    guards, call["name"], args, verdicts, agent.name, agent.guardrails
+                )
+            if blocked is not None:
+                outcome = ToolOutcome.failure("blocked_by_guardrail", blocked)
+            elif (call["name"], _args_key(call["args"])) in failed_before:
                 outcome = ToolOutcome.failure(
                     "repeated", "this exact call already failed in this run; do not repeat it"
                 )
@@ -302,10 +360,15 @@ def tools_node(agent: Agent) -> NodeFn:
             elif call["id"] in gated_ids and not approved:
                 outcome = ToolOutcome.failure("rejected", "a human reviewer rejected this call")
             else:
-                outcome = await tool.run(call["args"])
+                outcome = await tool.run(args)
+            content = outcome.for_model()
+            if guards is not None and blocked is None:
+                content, outcome = await guard_tool_result(
+                    guards, call["name"], content, outcome, verdicts, agent.name, agent.guardrails
+                )
             emit("tool_result", node=agent.name, tool=call["name"], id=call["id"], ok=outcome.ok)
             return ToolMessage(
-                content=outcome.for_model(),
+                content=content,
                 tool_call_id=call["id"] or "",
                 name=call["name"],
                 status="success" if outcome.ok else "error",
@@ -313,7 +376,10 @@ def tools_node(agent: Agent) -> NodeFn:
             )
 
         results = await asyncio.gather(*(one(c) for c in pending))
-        return {"messages": list(results)}
+        update: dict[str, Any] = {"messages": list(results)}
+        if guards is not None:
+            update.update(guardrails=verdicts, **guards.state_update())
+        return update
 
     return run
 

@@ -46,12 +46,40 @@ def _tracing() -> dict[str, Any]:
     return run()
 
 
+def _load() -> dict[str, Any]:
+    from tierflow.bench.load import run
+
+    return run()
+
+
+def _failover() -> dict[str, Any]:
+    from tierflow.bench.failover import run
+
+    return run()
+
+
+def _guardrails_eval() -> dict[str, Any]:
+    from tierflow.bench.guardrails_eval import run
+
+    return run()
+
+
+def _guardrails_latency() -> dict[str, Any]:
+    from tierflow.bench.guardrails_latency import run
+
+    return run()
+
+
 BENCHMARKS: dict[str, Benchmark] = {
+    "guardrails-eval": _guardrails_eval,
+    "guardrails-latency": _guardrails_latency,
     "embedded": _embedded,
     "overhead": _overhead,
     "orchestration": _orchestration,
     "tracing": _tracing,
     "bfcl": _bfcl,
+    "load": _load,
+    "failover": _failover,
 }
 
 

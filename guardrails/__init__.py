@@ -1,1 +1,48 @@
-"""Input, tool-call, tool-result and output guardrails."""
+"""Input, tool-call, tool-result and output guardrails.
+
+The contract is in :mod:`tierflow.guardrails.base` (``Verdict``, ``GuardContext``,
+``@guardrail``, ``run_stage``); the built-ins are named in :mod:`tierflow.guardrails.builtin`.
+"""
+
+from tierflow.guardrails._pii import find_pii, redact_pii
+from tierflow.guardrails._secrets import find_secrets
+from tierflow.guardrails._size import normalize
+from tierflow.guardrails.base import (
+    STAGES,
+    Action,
+    Finding,
+    FunctionGuardrail,
+    GuardContext,
+    Guardrail,
+    PlaceholderVault,
+    Stage,
+    StageResult,
+    Verdict,
+    guardrail,
+    merge_redactions,
+    run_stage,
+)
+from tierflow.guardrails.builtin import BUILTIN_GUARDRAILS, builtin_guardrail, guardrails_for_stage
+
+__all__ = [
+    "BUILTIN_GUARDRAILS",
+    "STAGES",
+    "Action",
+    "Finding",
+    "FunctionGuardrail",
+    "GuardContext",
+    "Guardrail",
+    "PlaceholderVault",
+    "Stage",
+    "StageResult",
+    "Verdict",
+    "builtin_guardrail",
+    "find_pii",
+    "find_secrets",
+    "guardrail",
+    "guardrails_for_stage",
+    "merge_redactions",
+    "normalize",
+    "redact_pii",
+    "run_stage",
+]

@@ -39,8 +39,14 @@ TREE = {  # span -> parent, for the scripted run below (two analyst turns)
     "chat big-model": "invoke_agent analyst",
     "execute_tool sql_schema": "invoke_workflow default",
     "execute_tool sql_query": "invoke_workflow default",
+    "apply_guardrail input": "invoke_workflow default",
+    "apply_guardrail output": "invoke_workflow default",
+    "apply_guardrail tool_call": ("execute_tool sql_schema", "execute_tool sql_query"),
+    "apply_guardrail tool_result": ("execute_tool sql_schema", "execute_tool sql_query"),
 }
-SPANS = 11  # workflow, router + chat, 2 x (analyst + 2 chats), 2 tools
+# workflow, router + chat, 2 x (analyst + 2 chats), 2 tools each with 2 guardrail stages,
+# input and output guardrails
+SPANS = 17
 OVERLOADED = Fault.status(500, body={"error": {"message": "overloaded"}})
 
 
@@ -128,7 +134,8 @@ def check_trace(spans: list[Span], trace_id: str) -> dict[str, list[Span]]:
     assert len(spans) == SPANS
     for s in spans:
         parent = by_id[s.parent_span_id].name if s.parent_span_id else None
-        assert parent == TREE[s.name], s.name
+        expected = TREE[s.name]
+        assert parent in expected if isinstance(expected, tuple) else parent == expected, s.name
     return by_name
 
 

@@ -4,15 +4,14 @@ Off by default: spans carry names, ids, models, token counts and outcomes, never
 user or a model wrote. A run captures content when ``telemetry.capture_content`` is set in
 its settings, or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (the variable the
 OpenTelemetry GenAI instrumentations read) is true. Captured text always passes through
-the redactor first; :func:`redact` is a small placeholder that the guardrails' PII
-detection replaces with :func:`set_redactor`.
+the redactor first: :func:`redact` (the guardrails' secret and PII detection) unless an
+application installs its own with :func:`set_redactor`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,69 +32,18 @@ _ON = {"1", "true", "yes", "span_only", "span_and_event"}
 
 _capture: ContextVar[bool | None] = ContextVar("tierflow_capture_content", default=None)
 
-# Hand-written because it is a stop-gap: the guardrails bring real PII detection and plug
-# it in with set_redactor. Each pattern is checked (Luhn, mod-97) to spare ids and dates.
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
-_PHONE = re.compile(
-    r"(?<![\w+])(?:"
-    # with a country code or an area code in parentheses: +33 6 12 34 56 78, (555) 123-4567
-    r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?|\(\d{1,4}\)[ .-]?)\d{1,4}(?:[ .-]?\d{2,4}){1,5}"
-    # without: at least three separated groups, 06 12 34 56 78, 555-123-4567
-    r"|\d{2,4}(?:[ .-]\d{2,4}){2,5})(?!\w)"
-)
-_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _iban_ok(text: str) -> bool:
-    s = text.replace(" ", "")
-    moved = s[4:] + s[:4]
-    number = "".join(str(int(ch, 36)) for ch in moved)
-    return int(number) % 97 == 1
-
-
-def _sub_checked(
-    pattern: re.Pattern[str], label: str, check: Callable[[str], bool]
-) -> Callable[[str], str]:
-    def sub(text: str) -> str:
-        return pattern.sub(lambda m: label if check(m.group()) else m.group(), text)
-
-    return sub
-
-
-def _phone_ok(text: str) -> bool:
-    digits = sum(ch.isdigit() for ch in text)
-    return 8 <= digits <= 15 and not _DATE.fullmatch(text.strip())
-
-
-_STEPS = (
-    _sub_checked(_IBAN, "[IBAN]", _iban_ok),
-    _sub_checked(_CARD, "[CARD]", lambda s: _luhn(re.sub(r"\D", "", s))),
-    _sub_checked(_EMAIL, "[EMAIL]", lambda s: True),
-    _sub_checked(_PHONE, "[PHONE]", _phone_ok),
-)
-
 
 def redact(text: str) -> str:
-    """Mask e-mail addresses, phone numbers, IBANs and card numbers in ``text``.
+    """Mask secrets and validated PII (e-mail, phone, IBAN, card, national ids) in ``text``,
+    exactly as the guardrails do (``tierflow.guardrails``), with ``<KIND_n>`` placeholders.
 
     >>> redact("mail ann@example.com or call +33 6 12 34 56 78")
-    'mail [EMAIL] or call [PHONE]'
+    'mail <EMAIL_1> or call <PHONE_1>'
     """
-    for step in _STEPS:
-        text = step(text)
-    return text
+    # Imported late: the guardrails import the telemetry facade.
+    from tierflow.guardrails.runtime import redact_for_telemetry
+
+    return redact_for_telemetry(text)
 
 
 _redactor: Redactor = redact

@@ -3,10 +3,13 @@
 One client per protocol, each vendor SDK imported here and nowhere else:
 ``langchain-openai`` for every OpenAI-compatible server (OpenAI, vLLM, the embedded
 llama.cpp server) and ``langchain-mistralai`` for La Plateforme. Provider SDK retries are
-off: tierflow's tier chain owns the failure budget.
+off: tierflow's retry layer owns the failure budget (:mod:`tierflow.resilience`). Every
+client has a connect timeout and a read timeout (``[resilience]``), so a server that
+accepts and never answers is cut.
 
 A hosted backend with no API key is *unavailable*: the tier skips it and records why,
-rather than failing the run.
+rather than failing the run. A backend built from settings (:func:`build_backend`) also
+carries its retry policy and its circuit breaker, persisted in the state dir.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pydantic import SecretStr
 from tierflow.errors import BackendUnavailable, TierflowError
 from tierflow.local_model import DEFAULT_MODEL, resolve_model_path
 from tierflow.local_server import LocalServer, LocalServerConfig, shared_server
+from tierflow.resilience import CircuitBreaker, RetryPolicy, breaker_for, retry_policy_for
 from tierflow.settings import BackendKind, BackendRef, TierflowSettings
 
 if TYPE_CHECKING:
@@ -68,6 +72,10 @@ class Backend(abc.ABC):
         self.model_name = model_name
         self.local = local  # residency: may receive sensitive data
         self._model: BaseChatModel | None = None
+        #: This backend's retry policy (``None``: one request, unless the tier or call sets one).
+        self.retry: RetryPolicy | None = None
+        #: This backend's circuit breaker (``None``: never skipped for past failures).
+        self.breaker: CircuitBreaker | None = None
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot be used at all now (e.g. no key); ``None`` if usable."""
@@ -302,7 +310,14 @@ def _grammar_client(base: Any) -> Any:
 
 
 def build_backend(ref: BackendRef, settings: TierflowSettings) -> Backend:
-    """The backend for one entry of a tier chain."""
+    """The backend for one entry of a tier chain, with its retry policy and its breaker."""
+    backend = _build_backend(ref, settings)
+    backend.retry = retry_policy_for(settings, backend.id)
+    backend.breaker = breaker_for(settings, backend.id)
+    return backend
+
+
+def _build_backend(ref: BackendRef, settings: TierflowSettings) -> Backend:
     b = settings.backends
     match ref.kind:
         case BackendKind.LOCAL:

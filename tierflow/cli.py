@@ -74,7 +74,12 @@ def ask(
     ] = None,
     graph: Annotated[str, typer.Option("--graph", "-g", help="Graph to run.")] = "default",
     thread: Annotated[
-        str | None, typer.Option("--thread", "-t", help="Continue this conversation.")
+        str | None,
+        typer.Option(
+            "--thread",
+            "-t",
+            help="Continue this conversation; without QUESTION, continue its unfinished run.",
+        ),
     ] = None,
     approve: Annotated[
         bool, typer.Option("--approve", help="Approve the tool calls a paused run waits on.")
@@ -96,7 +101,8 @@ def ask(
     async def go(runner: Runner, on_event: Any = None) -> Any:
         if decision is not None:
             assert thread is not None
-            return await runner.resume(thread, decision, on_event=on_event)
+            how = None if decision == "continue" else decision
+            return await runner.resume(thread, how, on_event=on_event)
         return await runner.ask(question or "", graph=graph, thread_id=thread, on_event=on_event)
 
     def run() -> Any:
@@ -119,18 +125,28 @@ def ask(
         print(record.model_dump_json())
     else:
         _print_record(record)
+    if record.status == "stopped":
+        _fail(
+            f"run stopped ({record.stopped_reason}); continue it with: "
+            f"tierflow ask --thread {record.thread_id}",
+            1,
+        )
     if record.degraded:
         _fail(f"degraded answer: {_degraded_reason(record)}", 1)
 
 
 def _decision(
     question: str | None, thread: str | None, approve: bool, reject: bool
-) -> Literal["approve", "reject"] | None:
+) -> Literal["approve", "reject", "continue"] | None:
+    """What to do with the thread: answer its paused run, continue its unfinished run
+    (``--thread ID`` alone: after a crash or a spent budget), or ask (``None``)."""
     if approve and reject:
         _fail("choose one of --approve and --reject", 2)
     if not (approve or reject):
+        if question is None and thread is not None:
+            return "continue"
         if question is None:
-            _fail("missing QUESTION (or --thread ID with --approve / --reject)", 2)
+            _fail("missing QUESTION (or --thread ID to continue an unfinished run)", 2)
         return None
     if thread is None:
         _fail("--approve and --reject need --thread ID", 2)
@@ -151,7 +167,10 @@ def _print_record(record: Any) -> None:
             highlight=False,
         )
         return
-    out.print(record.answer, highlight=False, markup=False, soft_wrap=True)
+    if record.status == "stopped" and not record.answer:
+        out.print("[dim](no answer before the run stopped)[/]", highlight=False)
+    else:
+        out.print(record.answer, highlight=False, markup=False, soft_wrap=True)
     out.print()
     for step in record.steps:
         where = f"{step.backend} ({step.model})" if step.backend else "no backend"
@@ -162,6 +181,11 @@ def _print_record(record: Any) -> None:
             status = "ok" if call.ok else f"failed: {call.error}"
             line += f"\n  tool {call.name} · {status}"
         out.print(line + "[/]", highlight=False)
+    for g in record.guardrails:
+        if g.action != "allow":
+            out.print(f"[dim]guardrail {g.stage}/{g.name} · {g.action}[/]", highlight=False)
+    if record.sensitive:
+        out.print("[dim]residency: sensitive data, local backends only[/]", highlight=False)
     u = record.usage
     out.print(
         f"[dim]route {record.route} · {u.input_tokens}+{u.output_tokens} tokens · "
@@ -178,6 +202,7 @@ def run_tool(
     config: ConfigOpt = None,
 ) -> None:
     """Run one built-in tool exactly as an agent would (validation, limits, sandbox)."""
+    from tierflow.guardrails.runtime import guarded_tool_run
     from tierflow.settings import load_settings
     from tierflow.tools.builtin import BuiltinTools
 
@@ -189,14 +214,17 @@ def run_tool(
         _fail("--args must be a JSON object", 2)
 
     def run() -> Any:
-        tool = BuiltinTools(load_settings(config)).get(name)
-        return asyncio.run(tool.run(parsed))
+        settings = load_settings(config)
+        tool = BuiltinTools(settings).get(name)
+        return asyncio.run(guarded_tool_run(settings, tool, parsed))
 
-    outcome = _guard(run)
+    outcome, verdicts = _guard(run)
     if as_json:
-        print(
-            outcome.model_dump_json(include={"ok", "output", "error", "truncated", "duration_ms"})
+        shown = outcome.model_dump(
+            include={"ok", "output", "error", "truncated", "duration_ms", "answered_by"},
+            exclude_none=False,
         )
+        print(json.dumps({**shown, "guardrails": verdicts}, default=str))
     elif outcome.ok:
         text = (
             outcome.output
@@ -204,9 +232,50 @@ def run_tool(
             else json.dumps(outcome.output, indent=2, default=str)
         )
         out.print(text, highlight=False, markup=False, soft_wrap=True)
+    for v in verdicts:
+        if v["action"] != "allow" and not as_json:
+            err.print(f"guardrail {v['stage']}/{v['name']}: {v['action']} ({v['reason']})")
     if not outcome.ok:
         assert outcome.error is not None
         _fail(f"{name}: {outcome.error.type}: {outcome.error.message}", 1)
+
+
+@app.command("guard")
+def guard(
+    text: Annotated[
+        str | None, typer.Argument(help="Text to check; '-' or nothing reads stdin.")
+    ] = None,
+    stage: Annotated[
+        str, typer.Option("--stage", "-s", help="input, tool_call, tool_result or output.")
+    ] = "input",
+    jsonl: Annotated[
+        Path | None,
+        typer.Option("--jsonl", help='Check each {"text": ...} line of FILE; one verdict a line.'),
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run one stage's configured guardrails on TEXT, stdin or a JSONL corpus.
+
+    A block is a verdict, not an error: the exit code is 0 for every verdict.
+    """
+    from tierflow.guardrails._cli import check_texts, read_jsonl, render
+    from tierflow.guardrails.base import STAGES
+
+    if stage not in STAGES:
+        _fail(f"--stage must be one of {', '.join(STAGES)} (got '{stage}')", 2)
+    if jsonl is not None and text is not None:
+        _fail("give TEXT or --jsonl FILE, not both", 2)
+    if jsonl is not None:
+        texts = _guard(lambda: read_jsonl(jsonl))  # validated whole before any output
+    else:
+        texts = [sys.stdin.read() if text in (None, "-") else str(text)]
+    results = _guard(lambda: asyncio.run(check_texts(stage, texts, config)))
+    for result in results:
+        if as_json or jsonl is not None:
+            print(json.dumps(result.as_dict(), ensure_ascii=False))
+        else:
+            out.print(render(result), highlight=False, soft_wrap=True)
 
 
 def _degraded_reason(record: Any) -> str:
@@ -218,25 +287,34 @@ def _degraded_reason(record: Any) -> str:
 
 @app.command()
 def doctor(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
-    """Show each configured backend and its state (starts the embedded model)."""
+    """Show each configured backend, its state and its circuit breaker (starts the
+    embedded model). Breaker states are those the last runs persisted in the state dir."""
+    from rich.markup import escape
+
+    from tierflow.resilience import BreakerSnapshot, BreakerStore
     from tierflow.settings import load_settings
     from tierflow.tiers import TierSet
 
     def run() -> Any:
         settings = load_settings(config)
         tiers = TierSet.from_settings(settings)
+        breakers = BreakerStore.in_dir(settings.state_dir).load_all()
 
         async def probe_all() -> Any:
             backends = tiers.backends()
             return await asyncio.gather(*(b.probe() for b in backends))
 
         if as_json:
-            return settings, tiers, asyncio.run(probe_all())
+            return breakers, tiers, asyncio.run(probe_all())
         with err.status("Checking backends…", spinner="dots"):
-            return settings, tiers, asyncio.run(probe_all())
+            return breakers, tiers, asyncio.run(probe_all())
 
-    _settings, tiers, statuses = _guard(run)
+    breakers, tiers, statuses = _guard(run)
     tier_map = {name: [b.id for b in tier.backends] for name, tier in tiers.items()}
+    breaker = {
+        s.backend: breakers.get(s.backend, BreakerSnapshot(backend=s.backend)).to_json()
+        for s in statuses
+    }
     if as_json:
         print(
             json.dumps(
@@ -248,6 +326,7 @@ def doctor(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
                             "detail": s.detail,
                             "local": s.local,
                             "latency_ms": s.latency_ms,
+                            "breaker": breaker[s.backend],
                         }
                         for s in statuses
                     ],
@@ -267,6 +346,17 @@ def doctor(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
             s.backend, f"[{colour}]{s.state.value}[/]", s.detail, "yes" if s.local else "no", used
         )
     out.print(table)
+    # Breakers below the table (it has no room for them in 80 columns): only those with news.
+    for backend, b in breaker.items():
+        if b["state"] == "closed" and not b["last_error"]:
+            continue
+        colour = "yellow" if b["state"] == "half_open" else "red"
+        since = f" since {b['opened_at']}" if b["opened_at"] else ""
+        line = f"breaker {escape(backend)}: [{colour}]{b['state']}[/]{since}"
+        line += f", {b['failures']} failure(s)" if b["failures"] else ""
+        if b["last_error"]:
+            line += f"; last error at {b['last_error_at']}: {escape(b['last_error'])}"
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 @local_app.command("fetch")

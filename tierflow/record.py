@@ -15,13 +15,32 @@ class _Record(BaseModel):
 
 
 class Attempt(_Record):
-    """One backend of a tier chain, tried or skipped, and why."""
+    """One backend of a tier chain, tried or skipped, and why.
+
+    One attempt covers every request to that backend for this call: ``retries`` counts the
+    extra requests, with the reason and the wait before each. ``breaker_open``: skipped
+    without any network I/O, because the backend's circuit breaker is open (or half-open
+    with its single probe already in flight). ``partial``: a streamed answer broke and no
+    backend was left, so the call ended with the text received so far.
+    """
 
     backend: str
-    outcome: Literal["ok", "unavailable", "failed", "skipped"]
-    reason: str | None = None
+    outcome: Literal["ok", "unavailable", "failed", "skipped", "breaker_open", "partial"]
+    reason: str | None = None  # the last error (retries: see retry_reasons)
     error_type: str | None = None
     duration_ms: float | None = None
+    #: The class of the last error (tierflow.resilience.FailureKind): connect, timeout,
+    #: dropped, rate_limited, server, auth, client, invalid_response, error; or
+    #: invalid_output (the model answered, but not in the required shape).
+    failure: str | None = None
+    status_code: int | None = None  # HTTP status of the last error, if any
+    retries: int = 0
+    retry_reasons: list[str] = Field(default_factory=list)  # the error before each retry
+    retry_delays_s: list[float] = Field(default_factory=list)  # the wait before each retry
+    #: Why the chain moved on from this backend (e.g. "not retryable", "retries spent").
+    gave_up: str | None = None
+    #: The backend's breaker state after this attempt, when the attempt changed it.
+    breaker: str | None = None
 
 
 class Usage(_Record):
@@ -46,6 +65,8 @@ class ToolCallRecord(_Record):
     ok: bool | None = None
     error: str | None = None
     duration_ms: float | None = None
+    #: The configured alternative tool that answered when this one was unavailable.
+    answered_by: str | None = None
 
 
 class Step(_Record):
@@ -62,6 +83,14 @@ class Step(_Record):
     usage: Usage = Field(default_factory=Usage)
     degraded: bool = False
     duration_ms: float = 0.0
+    #: The answer is what a broken stream delivered before it broke (no backend was left);
+    #: set from the attempts, and such a step is always degraded.
+    partial: bool = False
+
+    def model_post_init(self, context: Any, /) -> None:
+        if any(a.outcome == "partial" for a in self.attempts):
+            self.partial = True
+            self.degraded = True
 
 
 class GuardrailVerdict(_Record):
@@ -78,11 +107,18 @@ class RunRecord(_Record):
     route: str | None
     trace_id: str
     thread_id: str
-    status: Literal["completed", "awaiting_approval"] = "completed"
+    #: ``blocked``: an input guardrail refused the question (no model or tool ran).
+    #: ``stopped``: a budget (model calls, tokens, cost, wall time) ended the run early;
+    #: ``answer`` is its partial result and ``tierflow ask --thread ID`` continues it.
+    status: Literal["completed", "awaiting_approval", "blocked", "stopped"] = "completed"
     #: With status awaiting_approval: the tool calls waiting for a human decision.
     pending_approval: list[Any] = Field(default_factory=list)
+    #: With status stopped: why, e.g. ``budget exceeded: model_calls 10 of 10``.
+    stopped_reason: str | None = None
     degraded: bool
     steps: list[Step]
     guardrails: list[GuardrailVerdict] = Field(default_factory=list)
+    #: Residency: the thread holds sensitive data, so only local backends were used for it.
+    sensitive: bool = False
     usage: Usage
     trace_url: str | None = None

@@ -87,6 +87,8 @@ class TierSettings(_Section):
 
     backends: list[BackendRef] = Field(min_length=1)
     local_only: bool = False  # residency: only backends marked local may serve this tier
+    #: This tier's retry policy, over ``[resilience.retry]`` field by field.
+    retry: RetrySettings | None = None
 
     @field_validator("backends", mode="before")
     @classmethod
@@ -177,9 +179,52 @@ def _default_cache_dir() -> Path:
     return Path(base) / "tierflow"
 
 
+class RetrySettings(_Section):
+    """``[resilience.retry]``: retries of one backend (also ``[tiers.NAME.retry]`` and
+    ``[resilience.backends."ID".retry]``, which override these field by field).
+    Turned into :class:`tierflow.resilience.RetryPolicy`, which documents each field."""
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+    max_retry_after_s: float = Field(default=20.0, ge=0)
+    deadline_s: float | None = Field(default=120.0, gt=0)
+    with_fallback: Literal["retry", "retry_after"] = "retry_after"
+
+
+class BreakerSettings(_Section):
+    """``[resilience.breaker]``: the circuit breaker of each backend (per backend:
+    ``[resilience.backends."ID".breaker]``). See :class:`tierflow.resilience.BreakerPolicy`."""
+
+    failure_threshold: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+    open_on_connect_error: bool = True
+
+
+class BackendResilienceSettings(_Section):
+    """``[resilience.backends."ID"]``: one backend's own retry and breaker policies."""
+
+    retry: RetrySettings | None = None
+    breaker: BreakerSettings | None = None
+
+
 class ResilienceSettings(_Section):
+    """``[resilience]``: timeouts, and the defaults of the retry and breaker policies."""
+
     request_timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=3.0, gt=0)
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    #: Per backend id (as written in a tier chain, e.g. ``"openai:gpt-4o"``).
+    backends: dict[str, BackendResilienceSettings] = Field(default_factory=dict)
+
+    @field_validator("backends", mode="after")
+    @classmethod
+    def _backend_ids(
+        cls, value: dict[str, BackendResilienceSettings]
+    ) -> dict[str, BackendResilienceSettings]:
+        # Canonical ids, so "openai" and "openai:gpt-4o" name the same backend.
+        return {BackendRef.parse(key).id: policy for key, policy in value.items()}
 
 
 class SqlToolSettings(_Section):
@@ -215,6 +260,9 @@ class ToolsSettings(_Section):
     python: PythonToolSettings = PythonToolSettings()
     web_search: WebSearchToolSettings = WebSearchToolSettings()
     retrieval: RetrievalToolSettings = RetrievalToolSettings()
+    #: A built-in tool that fails because its service is unavailable answers through
+    #: another: ``{"web_search": "retrieve"}`` searches the documents when the web is out.
+    fallbacks: dict[str, str] = Field(default_factory=lambda: {"web_search": "retrieve"})
 
 
 class RouterSettings(_Section):
@@ -229,6 +277,57 @@ class TelemetrySettings(_Section):
     # Record prompts, tool arguments and results in spans (after PII redaction). Off by
     # default; OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true also turns it on.
     capture_content: bool = False
+
+
+class GuardrailStageSettings(_Section):
+    """Which built-in guardrails run at each stage, by name (see ``tierflow.guardrails``)."""
+
+    input: list[str] = Field(
+        default_factory=lambda: ["size", "injection", "secrets", "deny", "residency"]
+    )
+    tool_call: list[str] = Field(default_factory=lambda: ["size", "secrets"])
+    tool_result: list[str] = Field(
+        default_factory=lambda: ["size", "injection", "secrets", "residency"]
+    )
+    output: list[str] = Field(
+        default_factory=lambda: ["secrets", "pii", "schema", "grounding", "deny"]
+    )
+
+
+class GuardrailsSettings(_Section):
+    """``[guardrails]``: the stages of every graph, per-graph and per-agent additions,
+    and the built-ins' options."""
+
+    enabled: bool = True
+    stages: GuardrailStageSettings = GuardrailStageSettings()
+    #: ``[guardrails.graphs.NAME]``: replaces ``stages`` for that graph.
+    graphs: dict[str, GuardrailStageSettings] = Field(default_factory=dict)
+    #: ``[guardrails.agents.NAME]``: guardrails added for that agent's stages.
+    agents: dict[str, GuardrailStageSettings] = Field(default_factory=dict)
+    max_input_chars: int = Field(default=20_000, ge=1)
+    max_tool_result_chars: int = Field(default=200_000, ge=1)
+    #: What the ``pii`` guardrail does with what it finds: rewrite to ``<EMAIL_1>``,
+    #: refuse the text, or only report it.
+    pii_action: Literal["redact", "block", "flag"] = "redact"
+    #: Words that mark a text confidential (residency), in addition to detected PII.
+    confidential_markers: list[str] = Field(
+        default_factory=lambda: [
+            "confidential",
+            "internal only",
+            "vertraulich",
+            "confidentiel",
+            "confidencial",
+            "riservato",
+        ]
+    )
+    #: ``deny``: topics (words or regular expressions) a run must not discuss.
+    deny_topics: list[str] = Field(default_factory=list)
+    #: ``injection``: also run the small CPU classifier (needs the ``classifier`` extra).
+    classifier: bool = False
+    #: ``grounding``: report unsupported answer sentences ("flag") or refuse the answer.
+    grounding_action: Literal["flag", "block"] = "flag"
+    #: ``grounding``: share of a sentence's content words one passage must contain.
+    grounding_min_support: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 # Which file the settings sources should read; set by load_settings for one construction.
@@ -277,6 +376,27 @@ class _StandardEnvSource(PydanticBaseSettingsSource):
         return out
 
 
+class BudgetSettings(_Section):
+    """``[budget]``: what one run may spend before it is stopped with its partial result.
+
+    ``None`` means unlimited. A stopped run keeps its checkpoint, so ``tierflow ask
+    --thread ID`` continues it (with a fresh budget).
+    """
+
+    #: Requests to backends, fallbacks and retries included: a loop cannot run away.
+    max_model_calls: int | None = Field(default=50, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    #: Priced from ``[prices]``; backends without a price count as free.
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_wall_s: float | None = Field(default=600.0, gt=0)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unlimited(cls, value: Any) -> Any:
+        # TOML has no null: "unlimited" (file or env) lifts a default limit.
+        return None if isinstance(value, str) and value.strip() == "unlimited" else value
+
+
 class TierflowSettings(BaseSettings):
     """Everything an operator configures. Build with :func:`load_settings`."""
 
@@ -289,8 +409,10 @@ class TierflowSettings(BaseSettings):
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     resilience: ResilienceSettings = ResilienceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    budget: BudgetSettings = BudgetSettings()
     tools: ToolsSettings = ToolsSettings()
     router: RouterSettings = RouterSettings()
+    guardrails: GuardrailsSettings = GuardrailsSettings()
     state_dir: Path = Field(default_factory=_default_state_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 

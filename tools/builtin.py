@@ -48,6 +48,9 @@ class BuiltinTools:
             made = factory(self.settings)
             for tool in made if isinstance(made, list) else [made]:
                 self._built[tool.name] = tool
+            alternative = self.settings.tools.fallbacks.get(name)
+            if alternative and alternative != name:
+                self._built[name] = self._built[name].with_fallback(self.get(alternative))
         return self._built[name]
 
     def __call__(self, *names: str) -> list[Tool]:

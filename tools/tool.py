@@ -22,17 +22,21 @@ graph.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 from langchain_core.tools.base import create_schema_from_function
 from langchain_core.utils.function_calling import convert_to_openai_function
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+#: Error types that mean "the service behind the tool is not there", not "bad call".
+UNAVAILABLE = frozenset({"search_unavailable", "sandbox_unavailable", "unavailable", "timeout"})
 
 
 class ToolError(Exception):
@@ -59,6 +63,9 @@ class ToolOutcome(BaseModel):
     error: ToolErrorInfo | None = None
     truncated: bool = False
     duration_ms: float = 0.0
+    #: Set when a configured alternative answered (see :meth:`Tool.with_fallback`).
+    answered_by: str | None = None
+    fallback_reason: str | None = None
 
     @classmethod
     def failure(cls, type: str, message: str, duration_ms: float = 0.0) -> ToolOutcome:
@@ -74,6 +81,8 @@ class ToolOutcome(BaseModel):
                 if isinstance(self.output, str)
                 else json.dumps(self.output, default=str)
             )
+            if self.answered_by:
+                text = f"[answered by {self.answered_by}: {self.fallback_reason}]\n{text}"
             return text + ("\n[output truncated]" if self.truncated else "")
         assert self.error is not None
         return f"ERROR ({self.error.type}): {self.error.message}"
@@ -99,6 +108,16 @@ class Tool:
     policy: ToolPolicy = field(default_factory=ToolPolicy)
     #: A hand-written JSON schema, for tools declared by schema (see from_json_schema).
     schema: dict[str, Any] | None = None
+    #: Another tool to call when this one fails with one of ``fallback_on`` error types
+    #: (see :meth:`with_fallback`).
+    fallback: Tool | None = None
+    fallback_on: frozenset[str] = frozenset()
+
+    def with_fallback(self, alternative: Tool, on: Collection[str] = UNAVAILABLE) -> Tool:
+        """This tool, answering through ``alternative`` when it fails with an error type in
+        ``on`` (by default: the backend behind it is unavailable), e.g. web search falling
+        back to document retrieval. The model sees which tool answered and why."""
+        return dataclasses.replace(self, fallback=alternative, fallback_on=frozenset(on))
 
     @classmethod
     def from_json_schema(
@@ -176,6 +195,27 @@ class Tool:
 
     async def run(self, args: Any) -> ToolOutcome:
         """Validate, call with the timeout, cap the output. Never raises."""
+        outcome = await self._run(args)
+        if outcome.ok or self.fallback is None or outcome.error is None:
+            return outcome
+        if outcome.error.type not in self.fallback_on:
+            return outcome
+        alt = self.fallback
+        accepted = set(alt.parameters.get("properties", {}))
+        given = args if isinstance(args, dict) else {}
+        second = await alt.run({k: v for k, v in given.items() if k in accepted})
+        if not second.ok:
+            return outcome  # the original error says more about what the model asked for
+        return second.model_copy(
+            update={
+                "answered_by": alt.name,
+                "fallback_reason": f"{self.name} failed ({outcome.error.type}: "
+                f"{outcome.error.message[:200]})",
+                "duration_ms": round(outcome.duration_ms + second.duration_ms, 2),
+            }
+        )
+
+    async def _run(self, args: Any) -> ToolOutcome:
         started = time.perf_counter()
 
         def ms() -> float:

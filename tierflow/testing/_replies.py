@@ -95,7 +95,15 @@ class Reply:
 
 
 FaultKind = Literal[
-    "status", "stall", "drop", "malformed", "empty_choices", "truncated_stream", "invalid_tool_json"
+    "status",
+    "stall",
+    "drop",
+    "malformed",
+    "empty_choices",
+    "truncated_stream",
+    "invalid_tool_json",
+    "reset",
+    "unfinished_stream",
 ]
 
 
@@ -155,6 +163,27 @@ class Fault:
         answer. A non-streaming request gets a drop.
         """
         return cls(kind="truncated_stream", after_chunks=after_chunks, text=text or _CUT_TEXT)
+
+    @classmethod
+    def reset(cls, after_chunks: int = 0, *, text: str | None = None) -> Fault:
+        """Reset the TCP connection (RST, not a clean close), after streaming a role chunk
+        and `after_chunks` content chunks when the request streams (else at once).
+
+        Clients see a connection *reset* (ECONNRESET) rather than a closed stream, as when
+        a load balancer or a crashed server process drops the connection.
+        """
+        return cls(kind="reset", after_chunks=after_chunks, text=text or _CUT_TEXT)
+
+    @classmethod
+    def unfinished_stream(cls, after_chunks: int, *, text: str | None = None) -> Fault:
+        """Stream a role chunk and `after_chunks` content chunks, then end the response
+        *cleanly* (closing chunk sent) with no finish reason and no `[DONE]`.
+
+        Nothing fails at the HTTP level: only the missing finish reason shows the answer
+        was cut (a proxy ending a long response, a server restarting). A non-streaming
+        request gets a drop.
+        """
+        return cls(kind="unfinished_stream", after_chunks=after_chunks, text=text or _CUT_TEXT)
 
     @classmethod
     def invalid_tool_json(cls, *, name: str = "get_weather") -> Fault:

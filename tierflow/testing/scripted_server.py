@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -31,15 +32,17 @@ __all__ = ["Fault", "Flavor", "RecordedRequest", "Reply", "ScriptedServer"]
 _NO_REPLY = "scripted server: no reply queued"
 _BROKEN_JSON = b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess'
 _BROKEN_ARGS = '{"city": "Par'
+_CUT_STREAMS = ("truncated_stream", "unfinished_stream")
 
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # load tests open hundreds of connections at once
 
-    def __init__(self, owner: ScriptedServer) -> None:
+    def __init__(self, owner: ScriptedServer, port: int = 0) -> None:
         self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
 
 class ScriptedServer:
@@ -51,7 +54,9 @@ class ScriptedServer:
         flavor: Flavor = "openai",
         models: Sequence[str] = ("scripted-model",),
         api_key: str | None = None,
+        port: int = 0,
     ) -> None:
+        """`port` 0 picks a free one; a fixed port lets a test bring a dead backend back."""
         self.flavor: Flavor = flavor
         self.models = tuple(models)
         self.api_key = api_key
@@ -62,7 +67,7 @@ class ScriptedServer:
         self._stopping = threading.Event()
         self._stopped = False
         self._connections: dict[socket.socket, threading.Thread] = {}
-        self._httpd = _HTTPServer(self)
+        self._httpd = _HTTPServer(self, port)
         self.port: int = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -323,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault.kind == "stall":
             self.owner._wait(fault.seconds)
             self.close_connection = True
-        elif fault.kind == "drop" or (fault.kind == "truncated_stream" and not stream):
+        elif fault.kind == "drop" or (fault.kind in _CUT_STREAMS and not stream):
             self.close_connection = True
         elif fault.kind == "malformed":
             self._send_json(200, _BROKEN_JSON)
@@ -340,19 +345,35 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_stream([{**empty, "object": "chat.completion.chunk"}])
             else:
                 self._send_json(200, empty)
-        elif fault.kind == "truncated_stream":
-            self._start_stream()
-            chunks = wire.truncated_chunks(
-                flavor, model=self._model(body), text=fault.text, after_chunks=fault.after_chunks
-            )
-            for chunk in chunks:
-                self._send_event(json.dumps(chunk))
-            self.close_connection = True  # no [DONE], no closing 0-length chunk
+        elif fault.kind in (*_CUT_STREAMS, "reset"):
+            if stream:
+                self._start_stream()
+                chunks = wire.truncated_chunks(
+                    flavor,
+                    model=self._model(body),
+                    text=fault.text,
+                    after_chunks=fault.after_chunks,
+                )
+                for chunk in chunks:
+                    self._send_event(json.dumps(chunk))
+            if fault.kind == "unfinished_stream":
+                self.wfile.write(b"0\r\n\r\n")  # a clean end, but no finish reason, no [DONE]
+            elif fault.kind == "reset":
+                self._reset()
+            self.close_connection = True  # truncated_stream: no [DONE], no closing chunk
         else:  # invalid_tool_json
             call_id = wire.new_tool_call_id(flavor)
             self._answer(
                 body, None, [WireToolCall(id=call_id, name=fault.tool_name, arguments=_BROKEN_ARGS)]
             )
+
+    def _reset(self) -> None:
+        """Close with an RST: SO_LINGER 0, and no FIN first (the socket's files closed too,
+        or close() would wait for them)."""
+        sock = self.connection
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()
+        sock.close()
 
     def _status(self, fault: Fault) -> None:
         extra = {}

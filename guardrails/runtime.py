@@ -1,0 +1,275 @@
+"""Guardrails inside a run: which ones apply where, and the run-scoped context nodes use.
+
+The runner opens a :class:`RunGuards` for each run (:func:`guard_scope`): the graph's
+stages (from ``[guardrails]``, ``[guardrails.graphs.NAME]`` and ``Runner(guardrails=...)``),
+the run's placeholder vault and residency class. Agent nodes ask it to check tool calls,
+tool results and answers (:meth:`RunGuards.check`), adding the agent's own guardrails
+(``Agent.guardrails`` and ``[guardrails.agents.NAME]``). Verdicts travel in the graph
+state (``guardrails``), so a run resumed from a checkpoint keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from tierflow.guardrails.base import (
+    STAGES,
+    Action,
+    GuardContext,
+    Guardrail,
+    PlaceholderVault,
+    Stage,
+    StageResult,
+    run_stage,
+)
+from tierflow.settings import GuardrailsSettings, GuardrailStageSettings, TierflowSettings
+from tierflow.telemetry import guardrail_span
+from tierflow.tools.tool import Tool, ToolOutcome
+
+StageMap = dict[Stage, list[Guardrail]]
+
+
+def _from_names(names: GuardrailStageSettings, cfg: GuardrailsSettings) -> StageMap:
+    from tierflow.guardrails.builtin import builtin_guardrail
+
+    return {stage: [builtin_guardrail(n, cfg) for n in getattr(names, stage)] for stage in STAGES}
+
+
+def _add(base: StageMap, extra: Sequence[Guardrail]) -> StageMap:
+    out = {stage: list(gs) for stage, gs in base.items()}
+    for g in extra:
+        for stage in g.stages:
+            out.setdefault(stage, []).append(g)
+    return out
+
+
+def graph_guardrails(
+    cfg: GuardrailsSettings, graph: str, extra: Sequence[Guardrail] = ()
+) -> StageMap:
+    """The stages of ``graph``: its ``[guardrails.graphs.NAME]`` entry or the default
+    ``[guardrails.stages]``, plus guardrails given in code."""
+    if not cfg.enabled:
+        return _add({stage: [] for stage in STAGES}, extra)
+    names = cfg.graphs.get(graph, cfg.stages)
+    return _add(_from_names(names, cfg), extra)
+
+
+def verdict_records(result: StageResult) -> list[dict[str, Any]]:
+    """The run record's ``guardrails`` entries for one stage."""
+    return [
+        {
+            "stage": result.stage,
+            "name": v.guardrail,
+            "action": v.action.value,
+            "reason": v.reason,
+        }
+        for v in result.verdicts
+    ]
+
+
+@dataclass(kw_only=True)
+class RunGuards:
+    """The guardrails of one run and what they have learned so far."""
+
+    stages: StageMap
+    cfg: GuardrailsSettings
+    vault: PlaceholderVault = field(default_factory=PlaceholderVault)
+    user_text: str = ""
+    sensitive: bool = False
+    _agent_cache: dict[str, StageMap] = field(default_factory=dict)
+
+    def _for_agent(
+        self, agent: str | None, own: Sequence[Guardrail], include_graph: bool
+    ) -> StageMap:
+        if agent is None:
+            return self.stages if include_graph else {}
+        key = f"{agent}:{id(own)}:{include_graph}"
+        if key not in self._agent_cache:
+            base = self.stages if include_graph else {}
+            names = self.cfg.agents.get(agent)
+            from_cfg = _from_names(names, self.cfg) if names and self.cfg.enabled else {}
+            merged = _add(base, own)
+            for stage, gs in from_cfg.items():
+                merged.setdefault(stage, []).extend(gs)
+            self._agent_cache[key] = merged
+        return self._agent_cache[key]
+
+    async def check(
+        self,
+        stage: Stage,
+        text: str,
+        *,
+        agent: str | None = None,
+        agent_guardrails: Sequence[Guardrail] = (),
+        include_graph: bool = True,
+        tool: str | None = None,
+        output_type: type[BaseModel] | None = None,
+        passages: Sequence[str] = (),
+    ) -> StageResult:
+        """Run ``stage`` on ``text`` (in an ``apply_guardrail`` span); learn residency.
+
+        ``agent`` adds that agent's guardrails; ``include_graph=False`` runs only those
+        (the runner itself runs the graph's input and output stages).
+        """
+        guards = self._for_agent(agent, agent_guardrails, include_graph).get(stage, [])
+        if not guards:
+            return StageResult(stage=stage, action=Action.ALLOW, text=text)
+        ctx = GuardContext(
+            stage=stage,
+            vault=self.vault,
+            tool=tool,
+            user_text=self.user_text,
+            output_type=output_type,
+            passages=passages,
+            sensitive=self.sensitive,
+        )
+        with guardrail_span(stage) as span:
+            result = await run_stage(guards, text, ctx)
+            for v in result.verdicts:
+                if v.action is not Action.ALLOW or v.findings:
+                    span.verdict(v.guardrail, v.action.value, v.reason)
+        self.sensitive = self.sensitive or result.sensitive
+        return result
+
+    def state_update(self) -> dict[str, Any]:
+        """What a node writes back so a resumed run keeps numbering and residency."""
+        return {"guard_vault": self.vault.as_dict(), "sensitive": self.sensitive}
+
+
+_current: ContextVar[RunGuards | None] = ContextVar("tierflow_run_guards", default=None)
+
+
+def current_guards() -> RunGuards | None:
+    """The guardrails of the run this task belongs to (``None`` outside a run)."""
+    return _current.get()
+
+
+@contextmanager
+def guard_scope(guards: RunGuards | None) -> Iterator[RunGuards | None]:
+    token = _current.set(guards)
+    try:
+        yield guards
+    finally:
+        _current.reset(token)
+
+
+def retrieved_passages(messages: Sequence[Any]) -> list[str]:
+    """The passage texts ``retrieve`` returned in ``messages`` (for the grounding check)."""
+    out: list[str] = []
+    for m in messages:
+        artifact = getattr(m, "artifact", None)
+        if getattr(m, "type", None) != "tool" or not isinstance(artifact, dict):
+            continue
+        output = artifact.get("output")
+        if artifact.get("ok") and isinstance(output, dict):
+            for p in output.get("passages") or []:
+                if isinstance(p, dict) and isinstance(p.get("text"), str):
+                    out.append(p["text"])
+    return out
+
+
+async def guard_tool_call(
+    guards: RunGuards,
+    tool: str,
+    args: dict[str, Any],
+    verdicts: list[dict[str, Any]],
+    agent: str | None = None,
+    agent_guardrails: Sequence[Guardrail] = (),
+) -> tuple[dict[str, Any], str | None]:
+    """The tool-call stage on one call's arguments: (arguments to use, block reason).
+
+    Arguments are checked as their JSON text; a redaction must leave valid JSON.
+    """
+    result = await guards.check(
+        "tool_call",
+        json.dumps(args, ensure_ascii=False, default=str),
+        agent=agent,
+        agent_guardrails=agent_guardrails,
+        tool=tool,
+    )
+    verdicts.extend(verdict_records(result))
+    if result.action is Action.BLOCK:
+        return args, f"a guardrail refused this call: {result.reason}"
+    if result.action is Action.REDACT:
+        try:
+            redacted = json.loads(result.text)
+        except ValueError:
+            return args, "a guardrail had to rewrite the arguments and they are no longer valid"
+        if isinstance(redacted, dict):
+            return redacted, None
+    return args, None
+
+
+async def guard_tool_result(
+    guards: RunGuards,
+    tool: str,
+    content: str,
+    outcome: ToolOutcome,
+    verdicts: list[dict[str, Any]],
+    agent: str | None = None,
+    agent_guardrails: Sequence[Guardrail] = (),
+) -> tuple[str, ToolOutcome]:
+    """The tool-result stage: the text a model may read of what ``tool`` returned.
+
+    A block withholds the whole result (the model reads why); a redaction rewrites it.
+    """
+    result = await guards.check(
+        "tool_result", content, agent=agent, agent_guardrails=agent_guardrails, tool=tool
+    )
+    verdicts.extend(verdict_records(result))
+    if result.action is Action.BLOCK:
+        withheld = ToolOutcome.failure(
+            "blocked_by_guardrail",
+            f"the result of {tool} was withheld: {result.reason}",
+            outcome.duration_ms,
+        )
+        return withheld.for_model(), withheld
+    return result.text, outcome
+
+
+async def guarded_tool_run(
+    settings: TierflowSettings, tool: Tool, args: dict[str, Any]
+) -> tuple[ToolOutcome, list[dict[str, Any]]]:
+    """Run one tool as an agent of the default graph would: tool-call guardrails, the
+    tool, tool-result guardrails (``tierflow tool``). Returns what the model would read."""
+    guards = RunGuards(
+        stages=graph_guardrails(settings.guardrails, "default"), cfg=settings.guardrails
+    )
+    verdicts: list[dict[str, Any]] = []
+    args, blocked = await guard_tool_call(guards, tool.name, args, verdicts)
+    if blocked is not None:
+        return ToolOutcome.failure("blocked_by_guardrail", blocked), verdicts
+    outcome = await tool.run(args)
+    content = outcome.for_model()
+    text, outcome = await guard_tool_result(guards, tool.name, content, outcome, verdicts)
+    if outcome.ok and text != content:
+        try:
+            output: Any = json.loads(text)
+        except ValueError:
+            output = text
+        outcome = outcome.model_copy(update={"output": output})
+    return outcome, verdicts
+
+
+def redact_for_telemetry(text: str) -> str:
+    """Span content with secrets and PII masked the way the guardrails mask them (the
+    telemetry redactor, installed by the runner with ``set_redactor``)."""
+    from tierflow.guardrails._pii import redact_pii
+    from tierflow.guardrails._secrets import find_secrets
+
+    found = find_secrets(text)
+    if found:
+        parts: list[str] = []
+        pos = 0
+        for _kind, start, end in found:
+            parts += [text[pos:start], "<SECRET>"]
+            pos = end
+        text = "".join([*parts, text[pos:]])
+    return redact_pii(text)
