@@ -322,7 +322,9 @@ class GuardrailsSettings(_Section):
     )
     #: ``deny``: topics (words or regular expressions) a run must not discuss.
     deny_topics: list[str] = Field(default_factory=list)
-    #: ``injection``: also run the small CPU classifier (needs the ``classifier`` extra).
+    #: ``injection``: also run the small CPU classifier at the input stage (MiniLM embeddings,
+    #: ~64 ms per 2 KB). Off by default: it lifts detection from 87.5 % to 97.4 % on the
+    #: evaluation corpus but also refuses persona-style requests ("Act as a translator...").
     classifier: bool = False
     #: ``grounding``: report unsupported answer sentences ("flag") or refuse the answer.
     grounding_action: Literal["flag", "block"] = "flag"

@@ -21,7 +21,7 @@ from tierflow.guardrails import (
 from tierflow.guardrails.base import Stage, Verdict
 from tierflow.settings import GuardrailsSettings
 
-CFG = GuardrailsSettings()
+CFG = GuardrailsSettings(classifier=False)  # the heuristics alone; the classifier has its own tests
 
 
 def check(name: str, text: str, stage: Stage = "input", **kw: object) -> Verdict:
@@ -46,7 +46,7 @@ def test_registry_names_and_unknown_name() -> None:
 
 
 def test_size_blocks_long_text_per_stage() -> None:
-    cfg = GuardrailsSettings(max_input_chars=10, max_tool_result_chars=20)
+    cfg = GuardrailsSettings(max_input_chars=10, max_tool_result_chars=20, classifier=False)
     assert check("size", "x" * 11, cfg=cfg).action is Action.BLOCK
     assert check("size", "x" * 11, "tool_result", cfg=cfg).action is Action.ALLOW
     blocked = check("size", "x" * 21, "tool_result", cfg=cfg)

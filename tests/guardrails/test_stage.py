@@ -17,7 +17,7 @@ from tierflow.guardrails import (
 )
 from tierflow.settings import GuardrailsSettings
 
-CFG = GuardrailsSettings()
+CFG = GuardrailsSettings(classifier=False)  # the heuristics alone; the classifier has its own tests
 
 
 async def test_default_input_stage_on_a_benign_message() -> None:
