@@ -36,9 +36,9 @@ from tierflow.agents._recover import new_call_id, recover_tool_calls
 from tierflow.agents._turn import AgentTurnPlan, ModelTurn
 from tierflow.agents.agent import Agent
 from tierflow.errors import TierExhausted
-from tierflow.guardrails.base import Action
 from tierflow.guardrails.runtime import (
     RunGuards,
+    answer_after,
     current_guards,
     guard_tool_call,
     guard_tool_result,
@@ -50,7 +50,7 @@ from tierflow.resilience import ResidencyExhausted
 from tierflow.state import GraphState
 from tierflow.telemetry import trace_agent, trace_tool_call
 from tierflow.tiers import Tier, TierResult, TierSet, parse_structured
-from tierflow.tools.tool import ToolOutcome
+from tierflow.tools.tool import UNAVAILABLE, ToolOutcome
 
 
 class NodeFn(Protocol):
@@ -104,9 +104,8 @@ def _since_last_question(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
 
 
 #: Tool error types that will not change on retry within a run: the tool is withdrawn.
-PERMANENT_ERRORS = frozenset(
-    {"search_unavailable", "sandbox_unavailable", "config_error", "unavailable", "unknown_tool"}
-)
+#: (A timeout may pass; a missing service or a bad configuration will not.)
+PERMANENT_ERRORS = (UNAVAILABLE - {"timeout"}) | {"config_error", "unknown_tool"}
 
 
 def _failures(messages: Sequence[BaseMessage]) -> list[ToolMessage]:
@@ -289,6 +288,10 @@ async def _guard_answer(
     guards: RunGuards, agent: Agent, text: str, history: Sequence[BaseMessage]
 ) -> tuple[str, list[dict[str, Any]]]:
     """The agent's own output guardrails (the runner runs the graph's on the final answer)."""
+    if not guards.applies(
+        "output", agent=agent.name, agent_guardrails=agent.guardrails, include_graph=False
+    ):
+        return text, []
     result = await guards.check(
         "output",
         text,
@@ -298,9 +301,7 @@ async def _guard_answer(
         output_type=agent.output_type,
         passages=retrieved_passages(_since_last_question(history)),
     )
-    if result.action is Action.BLOCK:
-        return f"I can't give this answer: {result.reason}", verdict_records(result)
-    return result.text, verdict_records(result)
+    return answer_after(result, text), verdict_records(result)
 
 
 def tools_node(agent: Agent) -> NodeFn:

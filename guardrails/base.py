@@ -249,7 +249,7 @@ class StageResult:
         ]
         for v in self.verdicts:  # a block or redact without findings still says why
             if not v.findings and v.action is not Action.ALLOW:
-                findings.append({"name": v.guardrail, "reason": v.reason, "action": v.action})
+                findings.append({"name": v.guardrail, "reason": v.reason, "action": v.action.value})
         return {
             "stage": self.stage,
             "action": self.action.value,

@@ -61,6 +61,13 @@ def graph_guardrails(
     return _add(_from_names(names, cfg), extra)
 
 
+def answer_after(result: StageResult, answer: str) -> str:
+    """What the user is shown of ``answer`` after an output stage: a refusal if blocked."""
+    if result.action is Action.BLOCK:
+        return f"I can't give this answer: {result.reason}"
+    return result.text
+
+
 def verdict_records(result: StageResult) -> list[dict[str, Any]]:
     """The run record's ``guardrails`` entries for one stage."""
     return [
@@ -100,6 +107,17 @@ class RunGuards:
                 merged.setdefault(stage, []).extend(gs)
             self._agent_cache[key] = merged
         return self._agent_cache[key]
+
+    def applies(
+        self,
+        stage: Stage,
+        *,
+        agent: str | None = None,
+        agent_guardrails: Sequence[Guardrail] = (),
+        include_graph: bool = True,
+    ) -> bool:
+        """Whether :meth:`check` would run any guardrail (to skip preparing its context)."""
+        return bool(self._for_agent(agent, agent_guardrails, include_graph).get(stage))
 
     async def check(
         self,
@@ -259,17 +277,13 @@ async def guarded_tool_run(
 
 
 def redact_for_telemetry(text: str) -> str:
-    """Span content with secrets and PII masked the way the guardrails mask them (the
-    telemetry redactor, installed by the runner with ``set_redactor``)."""
+    """Span content with secrets and PII masked exactly as the ``secrets`` and ``pii``
+    guardrails mask them (telemetry's default redactor)."""
     from tierflow.guardrails._pii import redact_pii
-    from tierflow.guardrails._secrets import find_secrets
+    from tierflow.guardrails._secrets import SecretsGuardrail
 
-    found = find_secrets(text)
-    if found:
-        parts: list[str] = []
-        pos = 0
-        for _kind, start, end in found:
-            parts += [text[pos:start], "<SECRET>"]
-            pos = end
-        text = "".join([*parts, text[pos:]])
-    return redact_pii(text)
+    vault = PlaceholderVault()
+    secrets = SecretsGuardrail()(text, GuardContext(stage="output", vault=vault))
+    if secrets.action is Action.REDACT and secrets.text is not None:
+        text = secrets.text
+    return redact_pii(text, vault)

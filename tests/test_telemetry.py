@@ -481,7 +481,7 @@ def test_capture_follows_settings_then_the_environment(monkeypatch: pytest.Monke
         (f"write to {EMAIL}.", "write to <EMAIL_1>."),
         ("call +33 6 12 34 56 78 or 030 12345678", "call <PHONE_1> or <PHONE_2>"),
         ("IBAN DE89 3704 0044 0532 0130 00 please", "IBAN <IBAN_1> please"),
-        ("key sk-proj-abcdefghijklmnop1234567890ABCDEFGH", "key <SECRET>"),
+        ("key sk-proj-abcdefghijklmnop1234567890ABCDEFGH", "key <SECRET_1>"),
         ("GB82WEST12345698765432", "<IBAN_1>"),
         ("card 4111 1111 1111 1111, exp 12/27", "card <CARD_1>, exp 12/27"),
         # not PII: a failing Luhn/mod-97 check, dates, ids, versions, small numbers

@@ -9,20 +9,17 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage
 
 from tierflow.guardrails.base import Action, StageResult
-from tierflow.guardrails.runtime import RunGuards, retrieved_passages, verdict_records
+from tierflow.guardrails.runtime import (
+    RunGuards,
+    answer_after,
+    retrieved_passages,
+    verdict_records,
+)
 from tierflow.record import GuardrailVerdict, RunRecord, Usage
 
 
 def _verdicts(result: StageResult) -> list[GuardrailVerdict]:
     return [GuardrailVerdict.model_validate(v) for v in verdict_records(result)]
-
-
-def _shown(result: StageResult, answer: str) -> str:
-    if result.action is Action.BLOCK:
-        return f"I can't give this answer: {result.reason}"
-    if result.action is Action.REDACT:
-        return result.text
-    return answer
 
 
 async def input_stage(
@@ -67,7 +64,7 @@ async def guard_partial(guards: RunGuards, record: RunRecord) -> RunRecord:
     result = await guards.check("output", record.answer)
     return record.model_copy(
         update={
-            "answer": _shown(result, record.answer),
+            "answer": answer_after(result, record.answer),
             "guardrails": [*record.guardrails, *_verdicts(result)],
         }
     )
@@ -86,7 +83,7 @@ async def output_stage(
     result = await guards.check(
         "output", record.answer, passages=retrieved_passages(messages[question_at + 1 :])
     )
-    answer = _shown(result, record.answer)
+    answer = answer_after(result, record.answer)
     if answer != record.answer:
         last = messages[-1]
         node = last.name if last.name in app.nodes else None
