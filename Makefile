@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tierflow-installed
 QUESTION ?= How many orders came from customers in France?
 
-.PHONY: run test check lint typecheck pytest bench model sysdeps clean
+.PHONY: run test check lint layers typecheck pytest bench model sysdeps clean
 
 run: model sysdeps
 	$(VENV)/bin/tierflow ask "$(QUESTION)"
@@ -40,9 +40,18 @@ sysdeps:
 			echo "note: bubblewrap is not installed (apt-get install bubblewrap); run_python will use a weaker layer or refuse"; \
 		fi; }
 
-lint: $(STAMP)
+lint: $(STAMP) layers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The layering contract (pyproject.toml [tool.importlinter]) on a copy of the installed
+# layout: import-linter walks the package's folder, and package-dir mapping is invisible to it.
+layers: $(STAMP)
+	@rm -rf build/lint && mkdir -p build/lint
+	@$(PY) -c 'import shutil; shutil.copytree("tierflow", "build/lint/tierflow", ignore=shutil.ignore_patterns("__pycache__"))'
+	@for d in agents tools graphs guardrails ui bench; do \
+		$(PY) -c 'import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], ignore=lambda d, names: [n for n in names if n == "__pycache__" or ("." in n and not n.endswith(".py"))])' $$d build/lint/tierflow/$$d; done
+	cd build/lint && PYTHONPATH=. ../../$(VENV)/bin/lint-imports ../../pyproject.toml
 
 # mypy sees the installed layout (agents/ -> tierflow/agents ...) through a link tree,
 # since setuptools' package-dir mapping is invisible to it.

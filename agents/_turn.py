@@ -33,8 +33,8 @@ from langchain_core.messages import (
 from pydantic import BaseModel
 
 from tierflow.agents._recover import new_call_id, recover_tool_calls
-from tierflow.backends import Backend
-from tierflow.tiers import strict_schema
+from tierflow.models.backends import Backend
+from tierflow.models.tiers import strict_schema
 from tierflow.tools.tool import Tool
 
 MAX_CALLS_PER_TURN = 4
@@ -187,7 +187,7 @@ def _loads_or_salvage(text: str) -> Any:
 
 @dataclass(frozen=True)
 class AgentTurnPlan:
-    """A :class:`tierflow.tiers.CallPlan` for one agent turn."""
+    """A :class:`tierflow.models.tiers.CallPlan` for one agent turn."""
 
     tools: Sequence[Tool]
     output_type: type[BaseModel] | None = None

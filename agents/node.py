@@ -45,11 +45,11 @@ from tierflow.guardrails.runtime import (
     retrieved_passages,
     verdict_records,
 )
+from tierflow.models.tiers import Tier, TierResult, TierSet, parse_structured
 from tierflow.record import Attempt, Step, ToolCallRecord
 from tierflow.resilience import ResidencyExhausted
 from tierflow.state import GraphState
 from tierflow.telemetry import trace_agent, trace_tool_call
-from tierflow.tiers import Tier, TierResult, TierSet, parse_structured
 from tierflow.tools.tool import UNAVAILABLE, ToolOutcome
 
 

@@ -3,8 +3,9 @@
 The data, the possible answers and the scorer are the Berkeley Function Calling
 Leaderboard's own (``bfcl-eval``, offline): categories ``simple_python`` and ``multiple``,
 scored by BFCL's AST checker. The model is asked through tierflow's real path, a
-:class:`~tierflow.tiers.Tier` over the embedded :class:`~tierflow.backends.LocalBackend`
-with :class:`~tierflow.agents._turn.AgentTurnPlan`, in two modes:
+:class:`~tierflow.models.tiers.Tier` over the embedded
+:class:`~tierflow.models.backends.LocalBackend` with
+:class:`~tierflow.agents._turn.AgentTurnPlan`, in two modes:
 
 - ``native``: OpenAI ``tools=[...]`` rendered by the model's chat template; only the
   server's ``tool_calls`` count. ``native+recovery`` scores the same replies the way
@@ -32,12 +33,12 @@ from typing import Any
 from langchain_core.messages import BaseMessage, ToolCall, convert_to_messages
 
 from tierflow.agents._turn import AgentTurnPlan, ModelTurn
-from tierflow.backends import Backend, LocalBackend
 from tierflow.errors import TierExhausted
-from tierflow.local_model import DEFAULT_MODEL
+from tierflow.models.backends import Backend, LocalBackend
+from tierflow.models.local_model import DEFAULT_MODEL
+from tierflow.models.tiers import Tier
 from tierflow.record import Usage
 from tierflow.settings import BackendRef, TierflowSettings, load_settings
-from tierflow.tiers import Tier
 from tierflow.tools.tool import Tool, ToolError
 
 CATEGORIES = ("simple_python", "multiple")

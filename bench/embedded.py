@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from tierflow.local_model import DEFAULT_MODEL, ensure_model
-from tierflow.local_server import LocalServer, LocalServerConfig
+from tierflow.models.local_model import DEFAULT_MODEL, ensure_model
+from tierflow.models.local_server import LocalServer, LocalServerConfig
 from tierflow.settings import load_settings
 
 RUNS = 3

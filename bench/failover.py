@@ -32,12 +32,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from tierflow.backends import Backend, build_backend
+from tierflow.models.backends import Backend, build_backend
+from tierflow.models.tiers import Tier
 from tierflow.resilience import BreakerSnapshot, BreakerStore, breaker_for
 from tierflow.settings import BackendRef, TierflowSettings, load_settings
 from tierflow.testing import Reply, ScriptedBackend, ScriptedServer
 from tierflow.testing.sockets import Blackhole, closed_port
-from tierflow.tiers import Tier
 
 CALLS = 3000  # per tier, after the breaker opened
 REFUSED_SAMPLES = 100

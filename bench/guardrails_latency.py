@@ -108,7 +108,7 @@ def run() -> dict[str, Any]:
     load_start = [round(x, 2) for x in os.getloadavg()]
     heuristic = GuardrailsSettings()
     with_classifier = GuardrailsSettings(classifier=True)
-    from tierflow.guardrails._classifier import injection_probability
+    from tierflow.guardrails.builtin.classifier import injection_probability
 
     injection_probability("warm up")  # load the embedder before timing
     results: dict[str, Any] = {

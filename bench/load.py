@@ -33,8 +33,8 @@ from pydantic import PrivateAttr
 
 from tierflow import Agent, BuildContext, Route, Runner, load_settings, router_graph, tool
 from tierflow.errors import TierflowError
+from tierflow.models.tiers import Tier
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
-from tierflow.tiers import Tier
 
 CONVERSATIONS = 200
 LATENCY_S = 0.2

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tierflow.run import Runner
+from tierflow.runner import Runner
 from tierflow.settings import load_settings
 from tierflow.testing import ScriptedChatModel, scripted_tier
 

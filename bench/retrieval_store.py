@@ -415,14 +415,14 @@ def bench_stores() -> dict[str, Any]:
 
 
 def bench_demo() -> dict[str, Any]:
-    from tierflow.tools._retrieval_embed import MiniLMEmbedder
-    from tierflow.tools._retrieval_index import SearchMode
-    from tierflow.tools._retrieval_loaders import chunk_document
+    from tierflow.models.embeddings import MiniLMEmbedder
     from tierflow.tools.retrieval import Index, demo_docs_dir
+    from tierflow.tools.retrieval.index import SearchMode
+    from tierflow.tools.retrieval.loaders import chunk_document
 
     docs = demo_docs_dir()
     load_s = _subprocess_s(
-        "from tierflow.tools._retrieval_embed import MiniLMEmbedder; MiniLMEmbedder()"
+        "from tierflow.models.embeddings import MiniLMEmbedder; MiniLMEmbedder()"
     )
     cold_tool_s = _subprocess_s(
         "import asyncio, tempfile, pathlib\n"

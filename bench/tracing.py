@@ -46,9 +46,9 @@ from tierflow import (
     load_settings,
     telemetry,
 )
-from tierflow._telemetry_spans import span
 from tierflow.bench.orchestration import tierflow_setup
 from tierflow.errors import UserError
+from tierflow.telemetry.spans import span
 
 WARMUP_BLOCKS = 2
 BLOCKS = 15

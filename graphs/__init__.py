@@ -1,9 +1,8 @@
 """Graph composition on LangGraph: the router node, ready-made shapes, named graphs."""
 
 from tierflow.graphs.builder import Plan, Route, planner_graph, router_graph, supervisor_graph
+from tierflow.graphs.context import BuildContext, GraphFactory
 from tierflow.graphs.registry import (
-    BuildContext,
-    GraphFactory,
     get_graph,
     graph_names,
     register_graph,

@@ -26,10 +26,11 @@ from tierflow.agents import Agent, add_agent
 from tierflow.agents.node import degraded_step, emit, step_from_result
 from tierflow.errors import TierExhausted
 from tierflow.graphs.router import router_node
-from tierflow.graphs.semantic import Embedder, SemanticRouter
+from tierflow.graphs.semantic import SemanticRouter
+from tierflow.models.embeddings import Embedder
+from tierflow.models.tiers import TierSet
 from tierflow.state import GraphState
 from tierflow.telemetry import trace_agent
-from tierflow.tiers import TierSet
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,7 @@ from langgraph.graph import START, StateGraph
 
 from tierflow.agents import Agent, add_agent
 from tierflow.graphs.builder import Route, planner_graph, router_graph, supervisor_graph
-from tierflow.graphs.registry import BuildContext, GraphFactory
+from tierflow.graphs.context import BuildContext, GraphFactory
 from tierflow.state import GraphState
 
 _STYLE = (

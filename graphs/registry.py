@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
-from langgraph.graph import StateGraph
-
 from tierflow.errors import UnknownGraph
-from tierflow.graphs.semantic import Embedder
+from tierflow.graphs.context import GraphFactory
 from tierflow.guardrails.base import Guardrail
-from tierflow.settings import TierflowSettings
-from tierflow.tiers import TierSet
-from tierflow.tools.builtin import BuiltinTools
-
-
-@dataclass(frozen=True)
-class BuildContext:
-    """What a graph factory gets: the tiers, the settings, and the built-in tools."""
-
-    tiers: TierSet
-    settings: TierflowSettings
-    tools: BuiltinTools = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tools", BuiltinTools(self.settings))
-
-    def embedder(self) -> Embedder:
-        """The process-wide sentence embedder (loaded on first use)."""
-        from tierflow.embeddings import shared_embedder
-
-        return shared_embedder()
-
-
-GraphFactory = Callable[[BuildContext], StateGraph[Any]]
 
 _GRAPHS: dict[str, GraphFactory] = {}
 
@@ -111,7 +84,7 @@ def graph_names() -> list[str]:
 
 
 def _load_builtin_graphs() -> None:
-    # Imported late: the ready-made graphs import the registry's types.
+    # Imported when first needed: building the ready-made graphs' module costs imports.
     from tierflow.graphs import default
 
     for name, factory in default.BUILTIN_GRAPHS.items():

@@ -13,10 +13,10 @@ from pydantic import BaseModel, Field, create_model
 from tierflow.agents.node import NodeFn, degraded_step, emit, step_from_result
 from tierflow.errors import TierExhausted
 from tierflow.graphs.semantic import SemanticRouter
+from tierflow.models.tiers import TierSet
 from tierflow.record import Attempt, Step
 from tierflow.state import GraphState
 from tierflow.telemetry import trace_agent
-from tierflow.tiers import TierSet
 
 
 def route_decision_type(routes: Mapping[str, str]) -> type[BaseModel]:

@@ -4,9 +4,6 @@ The contract is in :mod:`tierflow.guardrails.base` (``Verdict``, ``GuardContext`
 ``@guardrail``, ``run_stage``); the built-ins are named in :mod:`tierflow.guardrails.builtin`.
 """
 
-from tierflow.guardrails._pii import find_pii, redact_pii
-from tierflow.guardrails._secrets import find_secrets
-from tierflow.guardrails._size import normalize
 from tierflow.guardrails.base import (
     STAGES,
     Action,
@@ -23,6 +20,9 @@ from tierflow.guardrails.base import (
     run_stage,
 )
 from tierflow.guardrails.builtin import BUILTIN_GUARDRAILS, builtin_guardrail, guardrails_for_stage
+from tierflow.guardrails.builtin.pii import find_pii, redact_pii
+from tierflow.guardrails.builtin.secrets import find_secrets
+from tierflow.guardrails.builtin.size import normalize
 
 __all__ = [
     "BUILTIN_GUARDRAILS",

@@ -29,16 +29,17 @@ from tierflow.guardrails.base import (
     StageResult,
     run_stage,
 )
+from tierflow.guardrails.builtin import builtin_guardrail
+from tierflow.guardrails.builtin.pii import redact_pii
+from tierflow.guardrails.builtin.secrets import SecretsGuardrail
 from tierflow.settings import GuardrailsSettings, GuardrailStageSettings, TierflowSettings
-from tierflow.telemetry import guardrail_span
+from tierflow.telemetry import guardrail_span, set_default_redactor
 from tierflow.tools.tool import Tool, ToolOutcome
 
 StageMap = dict[Stage, list[Guardrail]]
 
 
 def _from_names(names: GuardrailStageSettings, cfg: GuardrailsSettings) -> StageMap:
-    from tierflow.guardrails.builtin import builtin_guardrail
-
     return {stage: [builtin_guardrail(n, cfg) for n in getattr(names, stage)] for stage in STAGES}
 
 
@@ -279,11 +280,12 @@ async def guarded_tool_run(
 def redact_for_telemetry(text: str) -> str:
     """Span content with secrets and PII masked exactly as the ``secrets`` and ``pii``
     guardrails mask them (telemetry's default redactor)."""
-    from tierflow.guardrails._pii import redact_pii
-    from tierflow.guardrails._secrets import SecretsGuardrail
-
     vault = PlaceholderVault()
     secrets = SecretsGuardrail()(text, GuardContext(stage="output", vault=vault))
     if secrets.action is Action.REDACT and secrets.text is not None:
         text = secrets.text
     return redact_pii(text, vault)
+
+
+# Spans mask content as the guardrails do (telemetry cannot import us: it is below).
+set_default_redactor(redact_for_telemetry)

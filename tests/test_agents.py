@@ -14,9 +14,9 @@ from langgraph.graph import START, StateGraph
 from pydantic import BaseModel
 
 from tierflow import Agent, AgentLimits, BuildContext, Runner, TierflowSettings, add_agent, tool
+from tierflow.models.tiers import Tier
 from tierflow.state import GraphState
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
-from tierflow.tiers import Tier
 
 CALLS: list[str] = []
 

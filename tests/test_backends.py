@@ -10,11 +10,11 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel
 
-from tierflow.backends import BackendState, build_backend
 from tierflow.errors import TierExhausted
+from tierflow.models.backends import BackendState, build_backend
+from tierflow.models.tiers import TierSet
 from tierflow.settings import BackendRef, TierflowSettings, load_settings
 from tierflow.testing import Fault, Reply, ScriptedServer
-from tierflow.tiers import TierSet
 
 Q = [HumanMessage("Hello?")]
 

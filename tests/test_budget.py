@@ -18,13 +18,13 @@ from langgraph.graph import END, START, StateGraph
 from typer.testing import CliRunner
 
 from tierflow import Agent, BuildContext, add_agent, register_graph, tool
-from tierflow._run_control import within_budget
 from tierflow.budget import BudgetExceeded, RunBudget, current_budget
 from tierflow.cli import app
 from tierflow.errors import ConfigError, UserError
-from tierflow.graphs.registry import GraphFactory
+from tierflow.graphs.context import GraphFactory
 from tierflow.record import Step, Usage
-from tierflow.run import Runner
+from tierflow.runner import Runner
+from tierflow.runner.control import within_budget
 from tierflow.settings import BudgetSettings, TierflowSettings, load_settings
 from tierflow.state import GraphState
 from tierflow.testing import ScriptedChatModel, scripted_tier

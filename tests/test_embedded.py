@@ -18,9 +18,9 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel
 
-from tierflow.backends import BackendState, LocalBackend
+from tierflow.models.backends import BackendState, LocalBackend
+from tierflow.models.tiers import Tier
 from tierflow.settings import BackendRef, TierflowSettings
-from tierflow.tiers import Tier
 
 pytestmark = pytest.mark.embedded
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from langchain_core.messages import AIMessage
 
 from tierflow import Runner, TierflowSettings
+from tierflow.models.tiers import Tier
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
-from tierflow.tiers import Tier
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "triage.py"
 

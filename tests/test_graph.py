@@ -8,11 +8,11 @@ from langgraph.graph import StateGraph
 
 from tierflow import Agent, BuildContext, Route, router_graph
 from tierflow.errors import UnknownGraph, UserError
-from tierflow.run import Runner
+from tierflow.models.tiers import Tier
+from tierflow.runner import Runner
 from tierflow.settings import TierflowSettings
 from tierflow.state import GraphState
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
-from tierflow.tiers import Tier
 
 
 def _three_routes(ctx: BuildContext) -> StateGraph[GraphState]:

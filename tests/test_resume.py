@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from tierflow import Agent, BuildContext, add_agent, tool
 from tierflow.cli import app
 from tierflow.errors import UserError
-from tierflow.run import Runner
+from tierflow.runner import Runner
 from tierflow.settings import TierflowSettings
 from tierflow.state import GraphState
 from tierflow.testing import Fault, Reply, ScriptedChatModel, ScriptedServer, scripted_tier

@@ -131,8 +131,8 @@ async def test_escape_hatch_any_langgraph_node(settings: TierflowSettings) -> No
         graph.add_edge("mark_sensitive", add_agent(graph, agent, ctx.tiers, then=END))
         return graph
 
+    from tierflow.models.tiers import Tier
     from tierflow.testing import ScriptedBackend
-    from tierflow.tiers import Tier
 
     hosted = ScriptedChatModel(default="hosted")
     local = ScriptedChatModel(default="local")

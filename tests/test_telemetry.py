@@ -32,10 +32,10 @@ from tierflow import (
     telemetry,
     tool,
 )
+from tierflow.models.tiers import Tier
 from tierflow.settings import Price
 from tierflow.state import GraphState
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
-from tierflow.tiers import Tier
 
 EMAIL = "ann.lee@example.com"
 
@@ -602,7 +602,7 @@ async def test_an_approval_pause_is_not_an_error_and_resume_is_a_new_trace(
     assert set(roots) == {paused.trace_id, resumed.trace_id}
     first = roots[paused.trace_id]
     assert first.status.status_code == StatusCode.UNSET
-    assert at(first)["tierflow.run.status"] == "awaiting_approval"
+    assert at(first)["tierflow.runner.runner.status"] == "awaiting_approval"
     tool_span = otel.one("execute_tool refund")
     assert f"{tool_span.context.trace_id:032x}" == resumed.trace_id
 
@@ -646,7 +646,7 @@ def test_use_providers_restores_the_previous_tracer(otel: Captured) -> None:
 def test_export_follows_the_standard_variables(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: tuple[str, str, float] | None
 ) -> None:
-    from tierflow._telemetry_setup import _export_config
+    from tierflow.telemetry.setup import _export_config
 
     for name in list(os.environ):
         if name.startswith("OTEL_"):

@@ -5,9 +5,9 @@ from langchain_core.messages import HumanMessage
 from pydantic import BaseModel
 
 from tierflow.errors import TierExhausted
+from tierflow.models.tiers import Tier, strict_schema
 from tierflow.settings import Price
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
-from tierflow.tiers import Tier, strict_schema
 
 
 class Answer(BaseModel):

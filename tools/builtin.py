@@ -17,7 +17,7 @@ from tierflow.tools.tool import Tool
 # tool name -> (module, factory); a factory returns one Tool or a list of them
 _FACTORIES: dict[str, tuple[str, str]] = {
     "web_search": ("tierflow.tools.web_search", "make_web_search_tool"),
-    "run_python": ("tierflow.tools.python_sandbox", "make_run_python_tool"),
+    "run_python": ("tierflow.tools.sandbox", "make_run_python_tool"),
     "sql_query": ("tierflow.tools.sql", "make_sql_tools"),
     "sql_schema": ("tierflow.tools.sql", "make_sql_tools"),
     "retrieve": ("tierflow.tools.retrieval", "make_retrieve_tool"),

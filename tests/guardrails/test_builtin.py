@@ -219,7 +219,7 @@ def test_grounding_flags_unsupported_sentences() -> None:
 
 
 def test_re2_prefilter_changes_no_verdict() -> None:
-    from tierflow.guardrails._injection import _prefilter, detect
+    from tierflow.guardrails.builtin.injection import _prefilter, detect
 
     assert _prefilter() is not None  # google-re2 is installed: the fast path is tested
     texts = [

@@ -79,7 +79,7 @@ async def test_residency_makes_the_stage_sensitive() -> None:
 
 @pytest.fixture(scope="module")
 def classifier_cfg() -> GuardrailsSettings:
-    from tierflow.guardrails._classifier import injection_probability
+    from tierflow.guardrails.builtin.classifier import injection_probability
 
     injection_probability("warm up")  # loads the embedder once for the module (~1 s)
     return GuardrailsSettings(classifier=True)

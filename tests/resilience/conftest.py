@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from tierflow.backends import build_backend
-from tierflow.run import Runner
+from tierflow.models.backends import build_backend
+from tierflow.models.tiers import Tier
+from tierflow.runner import Runner
 from tierflow.settings import BackendRef, TierflowSettings, load_settings
 from tierflow.testing import ScriptedServer
-from tierflow.tiers import Tier
 
 #: Small deadlines keep the suite fast: a stall costs 0.3 s per attempt.
 FAST: dict[str, Any] = {

@@ -12,13 +12,13 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.graph import START, StateGraph
 
 from tierflow import Agent, BuildContext, add_agent, tool
-from tierflow.backends import build_backend
+from tierflow.models.backends import build_backend
+from tierflow.models.tiers import Tier
 from tierflow.resilience import PARTIAL_MARK
-from tierflow.run import Runner
+from tierflow.runner import Runner
 from tierflow.settings import BackendRef, TierflowSettings
 from tierflow.state import GraphState
 from tierflow.testing import Fault, Reply, ScriptedServer
-from tierflow.tiers import Tier
 
 from .conftest import fast_settings
 

@@ -14,15 +14,15 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from tierflow.backends import build_backend
 from tierflow.budget import BudgetExceeded, RunBudget, budget_scope
 from tierflow.errors import TierExhausted
+from tierflow.models.backends import build_backend
+from tierflow.models.tiers import Tier
 from tierflow.resilience import BreakerPolicy, CircuitBreaker, ResidencyExhausted
-from tierflow.run import Runner
+from tierflow.runner import Runner
 from tierflow.settings import BackendRef
 from tierflow.testing import Fault, Reply, ScriptedBackend, ScriptedChatModel, ScriptedServer
 from tierflow.testing.sockets import closed_port
-from tierflow.tiers import Tier
 
 from .conftest import fast_settings
 

@@ -28,10 +28,8 @@ from typing import Any
 import pytest
 
 from tierflow.settings import load_settings
-from tierflow.tools import _sandbox_landlock, python_sandbox
-from tierflow.tools._sandbox_bwrap import BubblewrapSandbox
-from tierflow.tools._sandbox_landlock import LandlockSandbox
-from tierflow.tools.python_sandbox import (
+from tierflow.tools import sandbox as python_sandbox
+from tierflow.tools.sandbox import (
     STRONG_LAYERS,
     Sandbox,
     SandboxLimits,
@@ -42,6 +40,9 @@ from tierflow.tools.python_sandbox import (
     make_run_python_tool,
     probe_sandboxes,
 )
+from tierflow.tools.sandbox import landlock as _sandbox_landlock
+from tierflow.tools.sandbox.bwrap import BubblewrapSandbox
+from tierflow.tools.sandbox.landlock import LandlockSandbox
 
 TOOLS_DIR = Path(python_sandbox.__file__).parent
 LIMITS = SandboxLimits(timeout_s=5.0, memory_mb=128, disk_mb=8, max_output_chars=2000)
@@ -322,12 +323,13 @@ print(json.dumps({"env": dict(os.environ),
 # importing the real ``tierflow`` package costs ~2 s per process.
 _AGENT = """
 import json, os, sys, types
-for name, path in (("tierflow", []), ("tierflow.tools", [TOOLS_DIR])):
+stubs = (("tierflow", []), ("tierflow.tools", []), ("tierflow.tools.sandbox", [TOOLS_DIR]))
+for name, path in stubs:
     sys.modules[name] = types.ModuleType(name)
     sys.modules[name].__path__ = path
-from tierflow.tools._sandbox_base import SandboxLimits
-from tierflow.tools._sandbox_bwrap import BubblewrapSandbox
-from tierflow.tools._sandbox_landlock import LandlockSandbox
+from tierflow.tools.sandbox.base import SandboxLimits
+from tierflow.tools.sandbox.bwrap import BubblewrapSandbox
+from tierflow.tools.sandbox.landlock import LandlockSandbox
 layer = BubblewrapSandbox.find() if sys.argv[1] == "bubblewrap" else LandlockSandbox.find()
 code = sys.argv[2].replace("AGENT_PID", str(os.getpid()))
 result = layer.run(code, SandboxLimits(timeout_s=5))

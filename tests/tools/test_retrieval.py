@@ -19,11 +19,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from tierflow.embeddings import shared_embedder
+from tierflow.models.embeddings import shared_embedder
 from tierflow.settings import TierflowSettings, load_settings
-from tierflow.tools._retrieval_demo_pdf import PDF_PATH, build_pdf
-from tierflow.tools._retrieval_loaders import MAX_CHARS, OVERLAP_CHARS, chunk_document
-from tierflow.tools._retrieval_rank import reciprocal_rank_fusion
 from tierflow.tools.retrieval import (
     Embedder,
     Index,
@@ -32,6 +29,9 @@ from tierflow.tools.retrieval import (
     index_dir_for,
     make_retrieve_tool,
 )
+from tierflow.tools.retrieval.demo_pdf import PDF_PATH, build_pdf
+from tierflow.tools.retrieval.loaders import MAX_CHARS, OVERLAP_CHARS, chunk_document
+from tierflow.tools.retrieval.rank import reciprocal_rank_fusion
 
 
 class CountingEmbedder:

@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 
 from tierflow.settings import TierflowSettings, load_settings
-from tierflow.tools._sql_backends import (
+from tierflow.tools.demo.shop import CUSTOMERS_PER_COUNTRY, SHOP_VERSION, build_shop_db
+from tierflow.tools.sql import make_sql_tools
+from tierflow.tools.sql.backends import (
     QueryTimeout,
     SqlEngineError,
     SqliteBackend,
-    open_backend,
 )
-from tierflow.tools._sql_guard import QueryGuard, QueryRejected
-from tierflow.tools.demo.shop import CUSTOMERS_PER_COUNTRY, SHOP_VERSION, build_shop_db
-from tierflow.tools.sql import make_sql_tools
+from tierflow.tools.sql.connect import open_backend
+from tierflow.tools.sql.guard import QueryGuard, QueryRejected
 from tierflow.tools.tool import Tool, ToolOutcome
 
 KINDS = ("sqlite", "duckdb", "postgres")

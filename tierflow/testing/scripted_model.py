@@ -26,9 +26,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel, PrivateAttr
 
-from tierflow.backends import Backend, ToolMode
+from tierflow.models.backends import Backend, ToolMode
+from tierflow.models.tiers import Tier
 from tierflow.settings import Price
-from tierflow.tiers import Tier
 
 ScriptedReply = str | dict[str, Any] | BaseModel | AIMessage | BaseException
 

@@ -1,4 +1,4 @@
-"""Regenerate ``guardrails/_confusables.json``: non-ASCII characters that look like an
+"""Regenerate ``guardrails/builtin/confusables.json``: non-ASCII characters that look like an
 ASCII letter or digit, from the Unicode confusables data shipped by the
 ``confusable-homoglyphs`` package (``pip install confusable-homoglyphs==3.3.1``)::
 
@@ -20,7 +20,7 @@ from typing import Any
 # No type information in the package.
 confusable_homoglyphs: Any = importlib.import_module("confusable_homoglyphs")
 
-OUT = Path(__file__).resolve().parents[3] / "guardrails" / "_confusables.json"
+OUT = Path(__file__).resolve().parents[3] / "guardrails" / "builtin" / "confusables.json"
 
 
 def main() -> None:

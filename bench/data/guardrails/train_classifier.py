@@ -1,8 +1,8 @@
-"""Train the injection classifier (``guardrails/_classifier.json``) on the dev split.
+"""Train the injection classifier (``guardrails/builtin/classifier.json``) on the dev split.
 
     .venv/bin/python bench/data/guardrails/train_classifier.py
 
-Features: the MiniLM sentence embedding tierflow ships (``tierflow.embeddings``). Model:
+Features: the MiniLM sentence embedding tierflow ships (``tierflow.models.embeddings``). Model:
 L2-regularised logistic regression with balanced class weights, fitted by full-batch
 gradient descent in numpy (384 weights: no need for scikit-learn at run time or here).
 Data: the ``dev`` half of the public corpus and the demo documents (attacks vs benign);
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from tierflow.bench.guardrails_eval import load_corpus
-from tierflow.embeddings import shared_embedder
-from tierflow.guardrails._classifier import MAX_CHARS
+from tierflow.guardrails.builtin.classifier import MAX_CHARS
+from tierflow.models.embeddings import shared_embedder
 
-OUT = Path(__file__).resolve().parents[3] / "guardrails" / "_classifier.json"
+OUT = Path(__file__).resolve().parents[3] / "guardrails" / "builtin" / "classifier.json"
 MAX_DEV_FPR = 0.01
 L2 = 1e-3
 STEPS = 3000
