@@ -1,11 +1,17 @@
 """Running an :class:`Agent` inside a LangGraph graph.
 
 An agent is two nodes: ``<name>`` (one model turn on the agent's tier) and, if it has
-tools, ``<name>_tools`` (runs the requested calls in parallel). They loop until the
-model answers or ``max_tool_rounds`` is spent. Because each round is its own graph step,
-the checkpointer saves after every tool round: a resumed run does not repeat a tool call
-that completed, and a tool marked ``requires_approval`` can pause the run (LangGraph
-``interrupt``) before anything runs.
+tools, ``<name>_tools``, which runs ONE tool call: the model node's edge sends each
+requested call to it as its own task (LangGraph ``Send``). Each call's result is therefore
+written to the checkpoint on its own as soon as it completes, so a process killed in the
+middle of a round re-runs only the calls that had not finished. The agent loops until the
+model answers or ``max_tool_rounds`` is spent. A tool marked ``requires_approval`` pauses
+its own call (LangGraph ``interrupt``) for a decision per call: approve, reject, or
+approve with edited arguments.
+
+Before its first model call in a run, the agent runs its own input guardrails on the
+question (``Agent.guardrails`` and ``[guardrails.agents.NAME]``); its own output guardrails
+run on its answer. The graph's stages run around the whole graph (:mod:`tierflow.graphs.stages`).
 
 A tier whose every backend is down does not crash the graph: the node answers with a
 clearly marked degraded message and its step says so (DESIGN.md, layer 3).
@@ -15,9 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
@@ -27,91 +32,60 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, StateGraph
-from langgraph.types import interrupt
+from langgraph.types import Send, interrupt
 from pydantic import ValidationError
 
 from tierflow.agents._recover import new_call_id, recover_tool_calls
 from tierflow.agents._turn import AgentTurnPlan, ModelTurn
 from tierflow.agents.agent import Agent
-from tierflow.errors import TierExhausted
+from tierflow.agents.policy import run_guards, spending
+from tierflow.agents.step import (
+    ModelStep,
+    NodeFn,
+    degraded_step,
+    emit,
+    step_from_result,
+)
+from tierflow.guardrails.base import Action
 from tierflow.guardrails.runtime import (
     RunGuards,
     answer_after,
-    current_guards,
     guard_tool_call,
     guard_tool_result,
+    input_refusal,
     retrieved_passages,
     verdict_records,
 )
-from tierflow.models.tiers import Tier, TierResult, TierSet, parse_structured
-from tierflow.record import Attempt, Step, ToolCallRecord
+from tierflow.models.tiers import Tier, TierSet, parse_structured
+from tierflow.record import Attempt, ToolCallRecord
 from tierflow.resilience import ResidencyExhausted
-from tierflow.state import GraphState
+from tierflow.state import GraphState, run_messages
 from tierflow.telemetry import trace_agent, trace_tool_call
 from tierflow.tools.tool import UNAVAILABLE, ToolOutcome
 
-
-class NodeFn(Protocol):
-    """What tierflow's node factories return: an async LangGraph node over GraphState."""
-
-    def __call__(self, state: GraphState) -> Awaitable[dict[str, Any]]: ...
-
-
-def emit(event: str, **data: Any) -> None:
-    """Send a progress event to whoever streams the run (no-op outside a stream)."""
-    try:
-        writer = get_stream_writer()
-    except RuntimeError:  # called outside a LangGraph run
-        return
-    writer({"event": event, **data})
-
-
-def step_from_result(node: str, tier: str, result: TierResult, started: float) -> Step:
-    return Step(
-        node=node,
-        tier=tier,
-        backend=result.backend.id,
-        model=result.message.response_metadata.get("model_name") or result.backend.model_name,
-        fallback_from=result.fallback_from,
-        fallback_reason=result.fallback_reason,
-        attempts=result.attempts,
-        usage=result.usage,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
-
-
-def degraded_step(node: str, tier: str, attempts: list[tuple[str, str]], started: float) -> Step:
-    return Step(
-        node=node,
-        tier=tier,
-        backend=None,
-        model=None,
-        fallback_from=attempts[0][0] if attempts else None,
-        fallback_reason="; ".join(f"{b}: {r}" for b, r in attempts),
-        attempts=[Attempt(backend=b, outcome="failed", reason=r) for b, r in attempts],
-        degraded=True,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
-
-
-def _since_last_question(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    for i in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[i], HumanMessage):
-            return list(messages[i + 1 :])
-    return list(messages)
-
+__all__ = [
+    "NodeFn",
+    "add_agent",
+    "agent_node",
+    "degraded_step",
+    "emit",
+    "step_from_result",
+    "tools_node",
+]
 
 #: Tool error types that will not change on retry within a run: the tool is withdrawn.
 #: (A timeout may pass; a missing service or a bad configuration will not.)
 PERMANENT_ERRORS = (UNAVAILABLE - {"timeout"}) | {"config_error", "unknown_tool"}
 
+#: The key under which the model node sends one tool call to the tools node.
+CALL_KEY = "tool_call"
+
 
 def _failures(messages: Sequence[BaseMessage]) -> list[ToolMessage]:
     return [
         m
-        for m in _since_last_question(messages)
+        for m in messages
         if isinstance(m, ToolMessage) and isinstance(m.artifact, dict) and not m.artifact.get("ok")
     ]
 
@@ -134,38 +108,48 @@ def _failure_summary(messages: Sequence[BaseMessage]) -> str:
 
 
 def _tool_rounds(messages: Sequence[BaseMessage], agent: str) -> int:
-    return sum(
-        1
-        for m in _since_last_question(messages)
-        if isinstance(m, AIMessage) and m.tool_calls and m.name == agent
-    )
+    return sum(1 for m in messages if isinstance(m, AIMessage) and m.tool_calls and m.name == agent)
 
 
-async def _repair(
-    tier: Tier,
-    agent: Agent,
-    messages: Sequence[BaseMessage],
-    text: str,
-    error: str,
-    sensitive: bool,
-) -> tuple[str, TierResult | None]:
-    """One attempt to turn an answer that failed validation into a valid one."""
-    assert agent.output_type is not None
-    ask = HumanMessage(
-        f"Your answer did not match the required schema ({error}). "
-        "Reply again with only the corrected JSON."
-    )
-    try:
-        result = await tier.ainvoke(
-            [*messages, AIMessage(text), ask],
-            output_type=agent.output_type,
-            sensitive=sensitive,
-            retry=agent.retry,
+def _has_spoken(messages: Sequence[BaseMessage], agent: str) -> bool:
+    return any(isinstance(m, AIMessage) and m.name == agent for m in messages)
+
+
+def _degraded_reply(agent: Agent, tier: Tier, step: ModelStep) -> AIMessage:
+    assert step.step is not None
+    why = f"every backend of the '{tier.name}' tier failed"
+    if isinstance(step.failure, ResidencyExhausted):
+        why = (
+            f"this conversation holds sensitive data, which may only go to local "
+            f"backends, and no local backend of the '{tier.name}' tier answered"
         )
-    except TierExhausted:
-        return text, None
-    assert result.parsed is not None
-    return result.parsed.model_dump_json(), result
+    return AIMessage(
+        content=(
+            f"[degraded] No answer: {why} ({step.step.fallback_reason}). "
+            "Nothing was lost; ask again to retry."
+        ),
+        name=agent.name,
+    )
+
+
+async def _agent_input(
+    guards: RunGuards, agent: Agent, question: HumanMessage
+) -> tuple[HumanMessage | None, str | None, list[dict[str, Any]]]:
+    """The agent's own input guardrails on the question: (redacted question or None,
+    block reason or None, verdicts)."""
+    result = await guards.check(
+        "input",
+        str(question.content),
+        agent=agent.name,
+        agent_guardrails=agent.guardrails,
+        include_graph=False,
+    )
+    verdicts = verdict_records(result)
+    if result.action is Action.BLOCK:
+        return None, result.reason or "refused", verdicts
+    if result.text != question.content:
+        return HumanMessage(result.text, id=question.id, name=question.name), None, verdicts
+    return None, None, verdicts
 
 
 def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
@@ -174,54 +158,58 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
 
     @trace_agent(agent.name, tier)
     async def run(state: GraphState) -> dict[str, Any]:
-        started = time.perf_counter()
-        emit("node_started", node=agent.name, tier=tier.name)
-        history = list(state.get("messages", []))
+        step = ModelStep(agent.name, tier, state)
+        guards = run_guards(state)
+        history: list[BaseMessage] = list(state.get("messages", []))
+        this_run = run_messages(state)
+        update: dict[str, Any] = {}
+        verdicts: list[dict[str, Any]] = []
+        own_input = guards.applies(
+            "input", agent=agent.name, agent_guardrails=agent.guardrails, include_graph=False
+        )
+        question = this_run[0] if this_run else None
+        first_turn = not _has_spoken(this_run, agent.name)
+        if own_input and first_turn and isinstance(question, HumanMessage):
+            redacted, blocked, verdicts = await _agent_input(guards, agent, question)
+            if blocked is not None:
+                reply = AIMessage(input_refusal(blocked), name=agent.name)
+                return step.finish(
+                    {"messages": [reply], "guardrails": verdicts, **guards.state_update()}
+                )
+            if redacted is not None:
+                history = [redacted if m.id == question.id else m for m in history]
+                update["messages"] = [redacted]
         messages = [SystemMessage(agent.instructions), *history]
-        sensitive = agent.local_only or bool(state.get("sensitive"))
-        rounds = _tool_rounds(history, agent.name)
+        sensitive = agent.local_only or guards.sensitive
+        rounds = _tool_rounds(this_run, agent.name)
         plan = AgentTurnPlan(
             agent.tools,
             agent.output_type,
             allow_tools=rounds < agent.limits.max_tool_rounds,
-            withdrawn=_withdrawn(history),
+            withdrawn=_withdrawn(this_run),
             require_tool=agent.tool_choice == "required_first" and rounds == 0,
         )
         try:
             async with asyncio.timeout(agent.limits.timeout_s):
-                result = await tier.ainvoke(
+                result = await step.call(
                     messages, plan=plan, sensitive=sensitive, retry=agent.retry
                 )
-        except (TierExhausted, TimeoutError) as exc:
-            attempts = (
-                exc.attempts
-                if isinstance(exc, TierExhausted)
-                else [("(tier)", f"timed out after {agent.limits.timeout_s:g}s")]
+        except TimeoutError:
+            timed_out = Attempt(
+                backend="(tier)",
+                outcome="failed",
+                reason=f"timed out after {agent.limits.timeout_s:g}s",
             )
-            step = degraded_step(agent.name, tier.name, attempts, started)
-            records = getattr(exc, "records", None)  # the chain's full attempts, if kept
-            if records:
-                step.attempts = list(records)
-            why = f"every backend of the '{tier.name}' tier failed"
-            if isinstance(exc, ResidencyExhausted):
-                why = (
-                    f"this conversation holds sensitive data, which may only go to local "
-                    f"backends, and no local backend of the '{tier.name}' tier answered"
-                )
-            reply = AIMessage(
-                content=(
-                    f"[degraded] No answer: {why} ({step.fallback_reason}). "
-                    "Nothing was lost; ask again to retry."
-                ),
-                name=agent.name,
+            step.step = degraded_step(agent.name, tier.name, [timed_out], step.started)
+            result = None
+        if result is None:
+            out: list[BaseMessage] = [_degraded_reply(agent, tier, step)]
+            return step.finish(
+                {**update, "messages": [*update.get("messages", []), *out], "guardrails": verdicts}
             )
-            emit("node_finished", node=agent.name, tier=tier.name, backend=None)
-            return {"messages": [reply], "steps": [step.model_dump()]}
 
+        assert step.step is not None
         turn: ModelTurn = result.parsed
-        extra_update: dict[str, Any] = {}
-        step = step_from_result(agent.name, tier.name, result, started)
-        out: list[BaseMessage] = []
         if turn.tool_calls or turn.invalid_calls:
             calls = list(turn.tool_calls)
             errors: list[BaseMessage] = []
@@ -242,7 +230,7 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                     )
                 )
             out = [AIMessage(content=turn.text, tool_calls=calls, name=agent.name), *errors]
-            step.tool_calls = [
+            step.step.tool_calls = [
                 ToolCallRecord(id=c["id"] or "", name=c["name"], args=c["args"]) for c in calls
             ]
             for c in calls:
@@ -252,24 +240,13 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
             if agent.tools and recover_tool_calls(text, {t.name for t in agent.tools}):
                 # The model kept asking for tools after they were withdrawn: answer honestly
                 # instead of passing tool-call JSON to the user.
-                why = _failure_summary(history) or "the tool budget was spent"
+                why = _failure_summary(this_run) or "the tool budget was spent"
                 text = f"I could not complete this request: {why}."
-                step.degraded = True
+                step.step.degraded = True
             if agent.output_type is not None:
-                try:
-                    text = parse_structured(AIMessage(text), agent.output_type).model_dump_json()
-                except (ValidationError, ValueError) as exc:
-                    text, repaired = await _repair(
-                        tier, agent, messages, text, str(exc)[:300], sensitive
-                    )
-                    if repaired is not None:
-                        step.usage = step.usage + repaired.usage
-                    else:
-                        step.degraded = True
-            guards = current_guards()
-            if guards is not None:
-                text, verdicts = await _guard_answer(guards, agent, text, history)
-                extra_update = {"guardrails": verdicts} if verdicts else {}
+                text = await _validated(step, agent, messages, text, sensitive)
+            text, own = await _guard_answer(guards, agent, text, this_run)
+            verdicts += own
             out = [
                 AIMessage(
                     content=text,
@@ -278,16 +255,46 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                     usage_metadata=result.message.usage_metadata,
                 )
             ]
-        emit("node_finished", node=agent.name, tier=tier.name, backend=step.backend)
-        return {"messages": out, "steps": [step.model_dump()], **extra_update}
+        update["messages"] = [*update.get("messages", []), *out]
+        if verdicts:
+            update.update(guardrails=verdicts, **guards.state_update())
+        return step.finish(update)
 
     return run
 
 
+async def _validated(
+    step: ModelStep, agent: Agent, messages: Sequence[BaseMessage], text: str, sensitive: bool
+) -> str:
+    """The answer as valid ``output_type`` JSON, after at most one repair turn."""
+    assert agent.output_type is not None and step.step is not None
+    try:
+        return parse_structured(AIMessage(text), agent.output_type).model_dump_json()
+    except (ValidationError, ValueError) as exc:
+        error = str(exc)[:300]
+    ask = HumanMessage(
+        f"Your answer did not match the required schema ({error}). "
+        "Reply again with only the corrected JSON."
+    )
+    first = step.step
+    repaired = await step.call(
+        [*messages, AIMessage(text), ask],
+        output_type=agent.output_type,
+        sensitive=sensitive,
+        retry=agent.retry,
+    )
+    if repaired is None:  # the repair's tier call failed: keep the first turn's step
+        step.step = first
+        step.step.degraded = True
+        return text
+    assert repaired.parsed is not None
+    return str(repaired.parsed.model_dump_json())
+
+
 async def _guard_answer(
-    guards: RunGuards, agent: Agent, text: str, history: Sequence[BaseMessage]
+    guards: RunGuards, agent: Agent, text: str, this_run: Sequence[BaseMessage]
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The agent's own output guardrails (the runner runs the graph's on the final answer)."""
+    """The agent's own output guardrails (the graph's run in its output stage)."""
     if not guards.applies(
         "output", agent=agent.name, agent_guardrails=agent.guardrails, include_graph=False
     ):
@@ -299,88 +306,104 @@ async def _guard_answer(
         agent_guardrails=agent.guardrails,
         include_graph=False,
         output_type=agent.output_type,
-        passages=retrieved_passages(_since_last_question(history)),
+        passages=retrieved_passages(this_run),
     )
     return answer_after(result, text), verdict_records(result)
 
 
+def _decision(value: Any) -> tuple[bool, dict[str, Any] | None]:
+    """Read an approval decision: ``"approve"``/``True``, ``"reject"``/``False``, or
+    ``{"action": "approve"|"reject", "args": {...}}`` (approve with edited arguments)."""
+    if isinstance(value, Mapping):
+        action = value.get("action", "approve")
+        args = value.get("args")
+        approved = action in ("approve", "approved", "edit", True)
+        return approved, dict(args) if approved and isinstance(args, Mapping) else None
+    return value in (True, "approve", "approved", "yes"), None
+
+
 def tools_node(agent: Agent) -> NodeFn:
-    """Runs the tool calls of ``agent``'s last turn, in parallel, after any approvals."""
+    """Runs one tool call of ``agent``'s last turn (sent by :func:`add_agent`'s edge)."""
 
-    async def run(state: GraphState) -> dict[str, Any]:
-        messages = list(state.get("messages", []))
-        answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
-        last = next(
-            (m for m in reversed(messages) if isinstance(m, AIMessage) and m.tool_calls), None
+    def approval(call: ToolCall) -> tuple[bool, dict[str, Any]]:
+        """(rejected, arguments to run with) after a human decision, if the tool needs one."""
+        tool = agent.tool(call["name"])
+        args = dict(call["args"])
+        if tool is None or not tool.policy.requires_approval:
+            return False, args
+        # Before anything runs (and outside the tool's span): on resume this task starts
+        # over and gets the decision.
+        decision = interrupt(
+            {
+                "type": "approval",
+                "agent": agent.name,
+                "calls": [{"id": call["id"], "name": call["name"], "args": call["args"]}],
+            }
         )
-        if last is None:
-            return {}
-        pending = [c for c in last.tool_calls if c["id"] not in answered]
-        gated = [c for c in pending if (t := agent.tool(c["name"])) and t.policy.requires_approval]
-        approved = True
-        if gated:
-            # Runs before any tool: on resume this node starts over, so nothing repeats.
-            decision = interrupt(
-                {
-                    "type": "approval",
-                    "agent": agent.name,
-                    "calls": [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in gated],
-                }
-            )
-            approved = decision in (True, "approve", "approved", "yes")
-        gated_ids = {c["id"] for c in gated}
+        approved, edited = _decision(decision)
+        return not approved, edited if edited is not None else args
 
+    @trace_tool_call(agent)
+    async def one(
+        call: ToolCall,
+        state: Mapping[str, Any],
+        guards: RunGuards,
+        verdicts: list[dict[str, Any]],
+        rejected: bool,
+        args: dict[str, Any],
+    ) -> ToolMessage:
+        tool = agent.tool(call["name"])
+        blocked: str | None = None
+        this_run = run_messages(state)
         failed_before = {
-            (str(m.name), _args_key(_call_args(messages, m.tool_call_id)))
-            for m in _failures(messages)
+            (str(m.name), _args_key(_call_args(this_run, m.tool_call_id)))
+            for m in _failures(this_run)
         }
-
-        guards = current_guards()
-        verdicts: list[dict[str, Any]] = []
-
-        @trace_tool_call(agent)
-        async def one(call: ToolCall) -> ToolMessage:
-            tool = agent.tool(call["name"])
-            args = dict(call["args"])
-            blocked: str | None = None
-            if guards is not None and tool is not None:
-                args, blocked = await guard_tool_call(
-                    guards, call["name"], args, verdicts, agent.name, agent.guardrails
-                )
-            if blocked is not None:
-                outcome = ToolOutcome.failure("blocked_by_guardrail", blocked)
-            elif (call["name"], _args_key(call["args"])) in failed_before:
-                outcome = ToolOutcome.failure(
-                    "repeated", "this exact call already failed in this run; do not repeat it"
-                )
-            elif tool is None:
-                known = ", ".join(t.name for t in agent.tools)
-                outcome = ToolOutcome.failure(
-                    "unknown_tool", f"no tool '{call['name']}' (tools: {known})"
-                )
-            elif call["id"] in gated_ids and not approved:
-                outcome = ToolOutcome.failure("rejected", "a human reviewer rejected this call")
-            else:
-                outcome = await tool.run(args)
-            content = outcome.for_model()
-            if guards is not None and blocked is None:
-                content, outcome = await guard_tool_result(
-                    guards, call["name"], content, outcome, verdicts, agent.name, agent.guardrails
-                )
-            emit("tool_result", node=agent.name, tool=call["name"], id=call["id"], ok=outcome.ok)
-            return ToolMessage(
-                content=content,
-                tool_call_id=call["id"] or "",
-                name=call["name"],
-                status="success" if outcome.ok else "error",
-                artifact=outcome.model_dump(),
+        if tool is not None and not rejected:
+            args, blocked = await guard_tool_call(
+                guards, call["name"], args, verdicts, agent.name, agent.guardrails
             )
+        if rejected:
+            outcome = ToolOutcome.failure("rejected", "a human reviewer rejected this call")
+        elif blocked is not None:
+            outcome = ToolOutcome.failure("blocked_by_guardrail", blocked)
+        elif (call["name"], _args_key(call["args"])) in failed_before:
+            outcome = ToolOutcome.failure(
+                "repeated", "this exact call already failed in this run; do not repeat it"
+            )
+        elif tool is None:
+            known = ", ".join(t.name for t in agent.tools)
+            outcome = ToolOutcome.failure(
+                "unknown_tool", f"no tool '{call['name']}' (tools: {known})"
+            )
+        else:
+            async with spending(state):  # the run's wall-time budget bounds tools too
+                outcome = await tool.run(args)
+        content = outcome.for_model()
+        if blocked is None and not rejected:
+            content, outcome = await guard_tool_result(
+                guards, call["name"], content, outcome, verdicts, agent.name, agent.guardrails
+            )
+        emit("tool_result", node=agent.name, tool=call["name"], id=call["id"], ok=outcome.ok)
+        return ToolMessage(
+            content=content,
+            tool_call_id=call["id"] or "",
+            name=call["name"],
+            status="success" if outcome.ok else "error",
+            artifact=outcome.model_dump(),
+        )
 
-        results = await asyncio.gather(*(one(c) for c in pending))
-        update: dict[str, Any] = {"messages": list(results)}
-        if guards is not None:
-            update.update(guardrails=verdicts, **guards.state_update())
-        return update
+    async def run(state: dict[str, Any]) -> dict[str, Any]:
+        call = state.get(CALL_KEY)
+        if call is None:
+            return {}
+        rejected, args = approval(call)
+        guards = run_guards(state)
+        verdicts: list[dict[str, Any]] = []
+        message = await one(call, state, guards, verdicts, rejected, args)
+        if not verdicts:
+            return {"messages": [message]}
+        return {"messages": [message], "guardrails": verdicts, **guards.state_update()}
 
     return run
 
@@ -398,30 +421,35 @@ def _args_key(args: dict[str, Any]) -> str:
     return json.dumps(args, sort_keys=True, default=str)
 
 
-def _needs_tools(state: GraphState, agent: Agent) -> bool:
-    messages = state.get("messages", [])
-    last = messages[-1] if messages else None
-    if isinstance(last, AIMessage) and last.tool_calls and last.name == agent.name:
-        return True
-    # invalid calls were answered in the same turn: go back to the model
-    return isinstance(last, ToolMessage)
-
-
 def add_agent(graph: StateGraph[Any], agent: Agent, tiers: TierSet, *, then: str = END) -> str:
     """Add ``agent`` (model node + tools node) to ``graph``; continue to ``then``.
 
     Returns the entry node's name (the agent's name), for edges into it.
     """
     graph.add_node(agent.name, agent_node(agent, tiers))
-    if agent.tools:
-        tools_name = f"{agent.name}_tools"
-        graph.add_node(tools_name, tools_node(agent))
-        graph.add_conditional_edges(
-            agent.name,
-            lambda s: tools_name if _needs_tools(s, agent) else then,
-            [tools_name, then],
-        )
-        graph.add_edge(tools_name, agent.name)
-    else:
+    if not agent.tools:
         graph.add_edge(agent.name, then)
+        return agent.name
+    tools_name = f"{agent.name}_tools"
+    graph.add_node(tools_name, tools_node(agent))
+
+    def next_step(state: GraphState) -> Any:
+        messages = state.get("messages", [])
+        last = messages[-1] if messages else None
+        if isinstance(last, ToolMessage):
+            # invalid calls are answered in the same turn: pick up the ones left, if any
+            last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+            if not (isinstance(last, AIMessage) and last.name == agent.name):
+                return agent.name
+        if not (isinstance(last, AIMessage) and last.tool_calls and last.name == agent.name):
+            return then
+        answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+        pending = [c for c in last.tool_calls if c["id"] not in answered]
+        if not pending:
+            return agent.name
+        # One task per call: each call's result is checkpointed on its own.
+        return [Send(tools_name, {**state, CALL_KEY: c}) for c in pending]
+
+    graph.add_conditional_edges(agent.name, next_step, [tools_name, agent.name, then])
+    graph.add_edge(tools_name, agent.name)
     return agent.name

@@ -13,7 +13,6 @@ checkpointer (the escape hatch). Agents join a graph with
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,13 +22,13 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, Field, create_model
 
 from tierflow.agents import Agent, add_agent
-from tierflow.agents.node import degraded_step, emit, step_from_result
-from tierflow.errors import TierExhausted
+from tierflow.agents.step import ModelStep
 from tierflow.graphs.router import router_node
 from tierflow.graphs.semantic import SemanticRouter
 from tierflow.models.embeddings import Embedder
 from tierflow.models.tiers import TierSet
-from tierflow.state import GraphState
+from tierflow.record import Attempt, Step
+from tierflow.state import GraphState, run_messages, run_question
 from tierflow.telemetry import trace_agent
 
 
@@ -51,8 +50,9 @@ def router_graph(
     default: str | None = None,
     embedder: Embedder | None = None,
     margin: float = 0.03,
+    name: str = "router",
 ) -> StateGraph[GraphState]:
-    """``router`` -> one route's agent (with its tool loop) -> END.
+    """``router`` (or ``name``) -> one route's agent (with its tool loop) -> END.
 
     With an ``embedder``, routes are first matched semantically against their description
     and examples (see :mod:`tierflow.graphs.semantic`); the router tier decides the rest.
@@ -64,14 +64,19 @@ def router_graph(
         texts = {name: [r.description, *r.examples] for name, r in routes.items()}
         semantic = SemanticRouter(embedder, texts, margin=margin)
     graph.add_node(
-        "router",
+        name,
         router_node(
-            descriptions, tiers=tiers, tier=router_tier, default=default, semantic=semantic
+            descriptions,
+            tiers=tiers,
+            tier=router_tier,
+            default=default,
+            semantic=semantic,
+            node=name,
         ),
     )
     targets: dict[Hashable, str] = {n: add_agent(graph, r.agent, tiers) for n, r in routes.items()}
-    graph.add_edge(START, "router")
-    graph.add_conditional_edges("router", lambda s: s["route"], targets)
+    graph.add_edge(START, name)
+    graph.add_conditional_edges(name, lambda s: s["route"], targets)
     return graph
 
 
@@ -79,23 +84,24 @@ class Plan(BaseModel):
     steps: list[str] = Field(description="Short, concrete steps, in order.", max_length=5)
 
 
-def planner_graph(tiers: TierSet, *, planner_tier: str, executor: Agent) -> StateGraph[GraphState]:
+class PlannerState(GraphState, total=False):
+    """A planner graph's state: the core state plus its plan."""
+
+    plan: list[str]  # the step list
+    plan_step: int  # index of the next step
+
+
+def planner_graph(
+    tiers: TierSet, *, planner_tier: str, executor: Agent
+) -> StateGraph[PlannerState]:
     """``planner`` writes up to 5 steps; ``executor`` does each, then answers."""
     tier = tiers[planner_tier]
     tool_list = ", ".join(t.name for t in executor.tools) or "no tools"
 
     @trace_agent("planner", tier, kind="planner")
-    async def plan(state: GraphState) -> dict[str, Any]:
-        started = time.perf_counter()
-        emit("node_started", node="planner", tier=tier.name)
-        question = next(
-            (
-                str(m.content)
-                for m in reversed(state.get("messages", []))
-                if isinstance(m, HumanMessage)
-            ),
-            "",
-        )
+    async def plan(state: PlannerState) -> dict[str, Any]:
+        step = ModelStep("planner", tier, state, kind="planner")
+        question = run_question(state)
         prompt = [
             SystemMessage(
                 "Break the request into at most 5 short steps an assistant with these tools "
@@ -103,20 +109,13 @@ def planner_graph(tiers: TierSet, *, planner_tier: str, executor: Agent) -> Stat
             ),
             HumanMessage(question),
         ]
-        try:
-            result = await tier.ainvoke(
-                prompt, output_type=Plan, sensitive=bool(state.get("sensitive"))
-            )
-        except TierExhausted as exc:
-            step = degraded_step("planner", tier.name, exc.attempts, started)
-            steps = [question]  # no plan: do the whole request as one step
-        else:
-            step = step_from_result("planner", tier.name, result, started)
+        result = await step.call(prompt, output_type=Plan)
+        steps = [question]  # no plan (tier down): do the whole request as one step
+        if result is not None:
             steps = [s for s in result.parsed.steps if s.strip()] or [question]
-        emit("node_finished", node="planner", tier=tier.name, plan=steps)
-        return {"plan": steps, "plan_step": 0, "steps": [step.model_dump()]}
+        return step.finish({"plan": steps, "plan_step": 0}, plan=steps)
 
-    def next_step(state: GraphState) -> dict[str, Any]:
+    def next_step(state: PlannerState) -> dict[str, Any]:
         steps, i = state.get("plan", []), state.get("plan_step", 0)
         if i < len(steps):
             text = f"Step {i + 1} of {len(steps)}: {steps[i]}"
@@ -124,7 +123,7 @@ def planner_graph(tiers: TierSet, *, planner_tier: str, executor: Agent) -> Stat
             text = "All steps are done. Now answer the original request in full."
         return {"messages": [HumanMessage(text, name="planner")], "plan_step": i + 1}
 
-    graph: StateGraph[GraphState] = StateGraph(GraphState)
+    graph: StateGraph[PlannerState] = StateGraph(PlannerState)
     graph.add_node("planner", plan)
     graph.add_node("next_step", next_step)
     add_agent(graph, executor, tiers, then="after_step")
@@ -158,12 +157,29 @@ def supervisor_graph(
 
     @trace_agent("supervisor", tier, kind="supervisor")
     async def supervise(state: GraphState) -> dict[str, Any]:
-        started = time.perf_counter()
+        step = ModelStep("supervisor", tier, state, kind="supervisor")
+        this_run = run_messages(state)
         turns = sum(1 for s in state.get("steps", []) if s.get("node") == "supervisor")
-        emit("node_started", node="supervisor", tier=tier.name)
-        answered = any(isinstance(m, AIMessage) and m.name in workers for m in _this_run(state))
+        answered = any(isinstance(m, AIMessage) and m.name in workers for m in this_run)
+        first = next(iter(workers))
         if turns >= max_turns:
-            return {"route": "FINISH" if answered else next(iter(workers))}
+            route = "FINISH" if answered else first
+            step.skipped(
+                Step(
+                    node="supervisor",
+                    tier=tier.name,
+                    backend=None,
+                    model=None,
+                    attempts=[
+                        Attempt(
+                            backend="(turns)",
+                            outcome="skipped",
+                            reason=f"max_turns {max_turns} reached",
+                        )
+                    ],
+                )
+            )
+            return step.finish({"route": route}, route=route)
         prompt = [
             SystemMessage(
                 "You coordinate workers. Pick who should act next, or FINISH when the "
@@ -171,20 +187,14 @@ def supervisor_graph(
             ),
             *state.get("messages", []),
         ]
-        try:
-            result = await tier.ainvoke(
-                prompt, output_type=decision_type, sensitive=bool(state.get("sensitive"))
-            )
-        except TierExhausted as exc:
-            step = degraded_step("supervisor", tier.name, exc.attempts, started)
-            route = "FINISH" if answered else next(iter(workers))
+        result = await step.call(prompt, output_type=decision_type)
+        if result is None:
+            route = "FINISH" if answered else first
         else:
-            step = step_from_result("supervisor", tier.name, result, started)
             route = str(result.parsed.next)
             if route == "FINISH" and not answered:
-                route = next(iter(workers))  # never finish without any answer
-        emit("node_finished", node="supervisor", tier=tier.name, route=route)
-        return {"route": route, "steps": [step.model_dump()]}
+                route = first  # never finish without any answer
+        return step.finish({"route": route}, route=route)
 
     graph: StateGraph[GraphState] = StateGraph(GraphState)
     graph.add_node("supervisor", supervise)
@@ -194,11 +204,3 @@ def supervisor_graph(
     graph.add_edge(START, "supervisor")
     graph.add_conditional_edges("supervisor", lambda s: s["route"], {**targets, "FINISH": END})
     return graph
-
-
-def _this_run(state: GraphState) -> list[Any]:
-    messages = list(state.get("messages", []))
-    for i in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[i], HumanMessage) and messages[i].name is None:
-            return messages[i + 1 :]
-    return messages

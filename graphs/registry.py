@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tierflow.errors import UnknownGraph
 from tierflow.graphs.context import GraphFactory
 from tierflow.guardrails.base import Guardrail
 
-_GRAPHS: dict[str, GraphFactory] = {}
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """A graph a runner can run by name: its factory and the guardrails it adds to its
+    stages (besides ``[guardrails]``). ``Runner(graphs={name: entry})`` scopes one to a
+    runner; :func:`register_graph` makes one visible process-wide (``--graph NAME``)."""
+
+    factory: GraphFactory
+    guardrails: tuple[Guardrail, ...] = ()
+    agent: Any = None  # the Agent of a one-agent graph (Runner.ask(agent=...))
 
 
-_GUARDRAILS: dict[str, tuple[Guardrail, ...]] = {}
+_GRAPHS: dict[str, GraphEntry] = {}
 
 
 def register_graph(
@@ -21,16 +31,15 @@ def register_graph(
     """Make ``factory`` runnable as ``--graph name``, with extra ``guardrails`` for it."""
     if not name or not name.replace("-", "_").isidentifier():
         raise ValueError(f"invalid graph name {name!r}")
-    _GRAPHS[name] = factory
-    _GUARDRAILS[name] = tuple(guardrails)
-
-
-def graph_guardrails(name: str) -> tuple[Guardrail, ...]:
-    """The guardrails registered in code for graph ``name`` (besides ``[guardrails]``)."""
-    return _GUARDRAILS.get(name, ())
+    _GRAPHS[name] = GraphEntry(factory, tuple(guardrails))
 
 
 def get_graph(name: str) -> GraphFactory:
+    """The factory of :func:`get_entry`."""
+    return get_entry(name).factory
+
+
+def get_entry(name: str) -> GraphEntry:
     """The factory registered as ``name``, or imported from ``module.path:factory``.
 
     The import form lets ``tierflow ask --graph my_pkg.graphs:build`` run a graph that
@@ -38,7 +47,7 @@ def get_graph(name: str) -> GraphFactory:
     the current directory is importable.
     """
     if ":" in name:
-        return _import_graph(name)
+        return GraphEntry(_import_graph(name))
     _load_builtin_graphs()
     try:
         return _GRAPHS[name]
@@ -88,4 +97,4 @@ def _load_builtin_graphs() -> None:
     from tierflow.graphs import default
 
     for name, factory in default.BUILTIN_GRAPHS.items():
-        _GRAPHS.setdefault(name, factory)
+        _GRAPHS.setdefault(name, GraphEntry(factory))

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
 
-from tierflow.agents.node import NodeFn, degraded_step, emit, step_from_result
-from tierflow.errors import TierExhausted
+from tierflow.agents.step import ModelStep, NodeFn
 from tierflow.graphs.semantic import SemanticRouter
 from tierflow.models.tiers import TierSet
 from tierflow.record import Attempt, Step
-from tierflow.state import GraphState
+from tierflow.state import GraphState, run_question
 from tierflow.telemetry import trace_agent
 
 
@@ -30,13 +29,6 @@ def route_decision_type(routes: Mapping[str, str]) -> type[BaseModel]:
     )
 
 
-def _last_user_text(messages: Sequence[BaseMessage]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return str(message.content)
-    return ""
-
-
 def router_node(
     routes: Mapping[str, str],
     *,
@@ -44,12 +36,14 @@ def router_node(
     tier: str = "router",
     default: str | None = None,
     semantic: SemanticRouter | None = None,
+    node: str = "router",
 ) -> NodeFn:
     """A node that sets ``state["route"]``. Routes map a name to a one-line description.
 
     With ``semantic``, a confident embedding match decides without a model call; otherwise
     the router tier's model picks under a JSON schema. If the router tier is down the run
     still goes on, on ``default`` (the first route), and the step is marked degraded.
+    ``node`` is the name the node has in its graph (its steps and spans carry it).
     """
     if not routes:
         raise ValueError("a router needs at least one route")
@@ -62,26 +56,25 @@ def router_node(
         f"request.\nRoutes:\n{listing}\nReply with JSON only."
     )
 
-    @trace_agent("router", the_tier, kind="router")
+    @trace_agent(node, the_tier, kind="router")
     async def run(state: GraphState) -> dict[str, Any]:
-        started = time.perf_counter()
-        emit("node_started", node="router", tier=the_tier.name)
-        question = _last_user_text(state.get("messages", []))
+        step = ModelStep(node, the_tier, state, kind="router")
+        question = run_question(state)
         prior: list[Attempt] = []
         if semantic is not None:
             decision = await asyncio.to_thread(semantic.classify, question)
-            ms = round((time.perf_counter() - started) * 1000, 2)
+            ms = round((time.perf_counter() - step.started) * 1000, 2)
             if decision.confident:
-                step = Step(
-                    node="router",
-                    tier=the_tier.name,
-                    backend="semantic",
-                    model=semantic.embedder.model_id,
-                    attempts=[Attempt(backend="semantic", outcome="ok", duration_ms=ms)],
-                    duration_ms=ms,
+                step.skipped(
+                    Step(
+                        node=node,
+                        tier=the_tier.name,
+                        backend="semantic",
+                        model=semantic.embedder.model_id,
+                        attempts=[Attempt(backend="semantic", outcome="ok", duration_ms=ms)],
+                    )
                 )
-                emit("node_finished", node="router", tier=the_tier.name, route=decision.route)
-                return {"route": decision.route, "steps": [step.model_dump()]}
+                return step.finish({"route": decision.route}, route=decision.route)
             prior.append(
                 Attempt(
                     backend="semantic",
@@ -91,23 +84,16 @@ def router_node(
                 )
             )
         messages = [SystemMessage(instructions), HumanMessage(question)]
-        try:
-            result = await the_tier.ainvoke(
-                messages, output_type=decision_type, sensitive=bool(state.get("sensitive"))
-            )
-        except TierExhausted as exc:
-            step = degraded_step("router", the_tier.name, exc.attempts, started)
-            route = fallback_route
-        else:
-            step = step_from_result("router", the_tier.name, result, started)
-            route = str(getattr(result.parsed, "route", fallback_route))
+        result = await step.call(messages, output_type=decision_type)
+        route = fallback_route if result is None else str(getattr(result.parsed, "route", ""))
+        route = route if route in routes else fallback_route
+        assert step.step is not None
         if prior:
-            step.attempts = [*prior, *step.attempts]
-            step.fallback_from = "semantic"
-            step.fallback_reason = "; ".join(
-                f"{a.backend}: {a.reason}" for a in step.attempts if a.outcome != "ok"
+            step.step.attempts = [*prior, *step.step.attempts]
+            step.step.fallback_from = "semantic"
+            step.step.fallback_reason = "; ".join(
+                f"{a.backend}: {a.reason}" for a in step.step.attempts if a.outcome != "ok"
             )
-        emit("node_finished", node="router", tier=the_tier.name, route=route)
-        return {"route": route, "steps": [step.model_dump()]}
+        return step.finish({"route": route}, route=route)
 
     return run

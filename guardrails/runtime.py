@@ -62,6 +62,11 @@ def graph_guardrails(
     return _add(_from_names(names, cfg), extra)
 
 
+def input_refusal(reason: str | None) -> str:
+    """What the user reads when an input stage refuses the question."""
+    return f"I can't help with this request: {reason}"
+
+
 def answer_after(result: StageResult, answer: str) -> str:
     """What the user is shown of ``answer`` after an output stage: a refusal if blocked."""
     if result.action is Action.BLOCK:

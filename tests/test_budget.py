@@ -18,13 +18,13 @@ from langgraph.graph import END, START, StateGraph
 from typer.testing import CliRunner
 
 from tierflow import Agent, BuildContext, add_agent, register_graph, tool
+from tierflow.agents.policy import spending
 from tierflow.budget import BudgetExceeded, RunBudget, current_budget
 from tierflow.cli import app
 from tierflow.errors import ConfigError, UserError
 from tierflow.graphs.context import GraphFactory
 from tierflow.record import Step, Usage
 from tierflow.runner import Runner
-from tierflow.runner.control import within_budget
 from tierflow.settings import BudgetSettings, TierflowSettings, load_settings
 from tierflow.state import GraphState
 from tierflow.testing import ScriptedChatModel, scripted_tier
@@ -47,15 +47,21 @@ def counting_graph(hang_on: asyncio.Event | None = None) -> GraphFactory:
 
     def factory(ctx: BuildContext) -> StateGraph[GraphState]:
         async def work(state: GraphState) -> dict[str, object]:
-            budget = current_budget()
-            assert budget is not None  # the runner opened one for this run
-            budget.before_call("scripted")
-            n = _turns(list(state.get("messages", []))) + 1
-            if n == 2 and hang_on is not None:
-                await hang_on.wait()
-            budget.after_call(USAGE)
+            # What a custom node does to spend the run's budget (ModelStep does it for
+            # tierflow's own nodes): the budget lives in the graph, not in the runner.
+            async with spending(state) as spend:
+                assert current_budget() is spend.budget
+                spend.budget.before_call("scripted")
+                n = _turns(list(state.get("messages", []))) + 1
+                if n == 2 and hang_on is not None:
+                    await hang_on.wait()
+                spend.budget.after_call(USAGE)
             step = Step(node="work", tier="t", backend="scripted", model="m", usage=USAGE)
-            return {"messages": [AIMessage(f"turn {n}")], "steps": [step.model_dump()]}
+            return {
+                "messages": [AIMessage(f"turn {n}")],
+                "steps": [step.model_dump()],
+                **spend.update(),
+            }
 
         graph: StateGraph[GraphState] = StateGraph(GraphState)
         graph.add_node("work", work)
@@ -152,12 +158,22 @@ async def test_wall_time_stops_a_hung_run_and_it_continues_later(
     assert [m.content for m in await _messages(runner, "w1")][-1] == "turn 5"
 
 
-async def test_a_timeout_of_the_graph_itself_is_not_a_spent_budget() -> None:
-    async def fails() -> None:
-        raise TimeoutError("the graph's own")
+async def test_a_timeout_of_the_graph_itself_is_not_a_spent_budget(
+    settings: TierflowSettings,
+) -> None:
+    def factory(ctx: BuildContext) -> StateGraph[GraphState]:
+        async def fails(state: GraphState) -> dict[str, object]:
+            async with spending(state):
+                raise TimeoutError("the graph's own")
 
+        graph: StateGraph[GraphState] = StateGraph(GraphState)
+        graph.add_node("fails", fails)
+        graph.add_edge(START, "fails")
+        return graph
+
+    runner = Runner(settings, graphs={"f": factory}, budget=BudgetSettings(max_wall_s=60))
     with pytest.raises(TimeoutError, match="the graph's own"):
-        await within_budget(BudgetSettings(max_wall_s=60), fails)
+        await runner.ask("go", graph="f")
 
 
 def test_run_budget_counts_and_refuses() -> None:

@@ -602,7 +602,7 @@ async def test_an_approval_pause_is_not_an_error_and_resume_is_a_new_trace(
     assert set(roots) == {paused.trace_id, resumed.trace_id}
     first = roots[paused.trace_id]
     assert first.status.status_code == StatusCode.UNSET
-    assert at(first)["tierflow.runner.runner.status"] == "awaiting_approval"
+    assert at(first)["tierflow.run.status"] == "awaiting_approval"
     tool_span = otel.one("execute_tool refund")
     assert f"{tool_span.context.trace_id:032x}" == resumed.trace_id
 

@@ -341,7 +341,7 @@ def test_ask_exports_one_trace_over_otlp_http(runs: Results) -> None:
         "gen_ai.workflow.name": "default",
         "gen_ai.conversation.id": run.record["thread_id"],
         "tierflow.route": "data",
-        "tierflow.runner.runner.status": "completed",
+        "tierflow.run.status": "completed",
         "gen_ai.usage.input_tokens": run.record["usage"]["input_tokens"],
         "gen_ai.usage.output_tokens": run.record["usage"]["output_tokens"],
     }

@@ -45,6 +45,11 @@ _EXPORTS: dict[str, str] = {
     "Step": "tierflow.record",
     "Usage": "tierflow.record",
     "Runner": "tierflow.runner.runner",
+    "run_record": "tierflow.runner.record",
+    "graph": "tierflow.graphs.compiled",
+    "compile_graph": "tierflow.graphs.stages",
+    "RunPolicy": "tierflow.agents.policy",
+    "ModelStep": "tierflow.agents.step",
     "BackendKind": "tierflow.settings",
     "BackendRef": "tierflow.settings",
     "TierflowSettings": "tierflow.settings",
@@ -73,9 +78,11 @@ __all__ = [
     "ConfigError",
     "GraphState",
     "LocalModelError",
+    "ModelStep",
     "Plan",
     "Route",
     "RunError",
+    "RunPolicy",
     "RunRecord",
     "Runner",
     "Step",
@@ -95,11 +102,14 @@ __all__ = [
     "add_agent",
     "agent_node",
     "build_backend",
+    "compile_graph",
+    "graph",
     "load_settings",
     "planner_graph",
     "register_graph",
     "router_graph",
     "router_node",
+    "run_record",
     "supervisor_graph",
     "tool",
     "tools_node",
@@ -122,6 +132,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
     from tierflow.agents.agent import Agent, AgentLimits
     from tierflow.agents.node import add_agent, agent_node, tools_node
+    from tierflow.agents.policy import RunPolicy
+    from tierflow.agents.step import ModelStep
     from tierflow.errors import (
         BackendUnavailable,
         ConfigError,
@@ -139,12 +151,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
         router_graph,
         supervisor_graph,
     )
+    from tierflow.graphs.compiled import graph
     from tierflow.graphs.context import BuildContext
     from tierflow.graphs.registry import register_graph
     from tierflow.graphs.router import router_node
+    from tierflow.graphs.stages import compile_graph
     from tierflow.models.backends import Backend, BackendState, BackendStatus, build_backend
     from tierflow.models.tiers import Tier, TierResult, TierSet
     from tierflow.record import Attempt, RunRecord, Step, Usage
+    from tierflow.runner.record import run_record
     from tierflow.runner.runner import Runner
     from tierflow.settings import BackendKind, BackendRef, TierflowSettings, load_settings
     from tierflow.state import GraphState

@@ -1,10 +1,11 @@
 """Per-run budgets: model calls, tokens, cost and wall time.
 
-The runner opens a :class:`RunBudget` for each run (:func:`budget_scope`); the tier chain
+Each model-backed node opens a :class:`RunBudget` for its calls (:func:`budget_scope`,
+from ``tierflow.agents.policy.spending``, with what the run spent so far); the tier chain
 asks it before every request to a backend (:meth:`RunBudget.before_call`) and tells it
 what the request used (:meth:`RunBudget.after_call`). A spent budget raises
-:class:`BudgetExceeded`, which is not a backend failure: it stops the run, and the runner
-returns what the run had produced so far.
+:class:`BudgetExceeded`, which is not a backend failure: it stops the run with every
+completed step checkpointed, and the runner returns what the run had produced so far.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from tierflow.record import Usage
 class BudgetExceeded(RunError):
     """A run spent one of its budgets; ``limit`` names which."""
 
-    def __init__(self, limit: str, used: float, maximum: float) -> None:
+    def __init__(self, limit: str, used: float, maximum: float, message: str | None = None) -> None:
         self.limit = limit
         self.used = used
         self.maximum = maximum
-        super().__init__(f"budget exceeded: {limit} {used:g} of {maximum:g}")
+        super().__init__(message or f"budget exceeded: {limit} {used:g} of {maximum:g}")
 
 
 @dataclass(kw_only=True)

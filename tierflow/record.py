@@ -73,6 +73,9 @@ class Step(_Record):
     """One model-backed node execution."""
 
     node: str
+    #: What the node does: ``agent`` steps answer; a degraded ``router``, ``planner`` or
+    #: ``supervisor`` step only changes how the run was steered, not the answer.
+    kind: Literal["agent", "router", "planner", "supervisor"] = "agent"
     tier: str
     backend: str | None
     model: str | None

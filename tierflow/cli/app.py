@@ -287,7 +287,7 @@ def guard(
 
 def _degraded_reason(record: Any) -> str:
     for step in record.steps:
-        if step.degraded and step.node != "router":
+        if step.degraded and step.kind == "agent":
             return f"tier '{step.tier}' had no working backend ({step.fallback_reason})"
     return "the graph produced no answer"
 
@@ -296,9 +296,9 @@ def _degraded_reason(record: Any) -> str:
 def doctor(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Show each configured backend, its state and its circuit breaker (starts the
     embedded model). Breaker states are those the last runs persisted in the state dir."""
-    from rich.markup import escape
-
     import asyncio
+
+    from rich.markup import escape
 
     from tierflow.models.tiers import TierSet
     from tierflow.resilience import BreakerSnapshot, BreakerStore
@@ -440,6 +440,6 @@ def main() -> None:
     finally:
         # Flush spans and metrics to the OTLP endpoint, if a command set telemetry up
         # (bounded wait); `--help` and friends never load it.
-        setup = sys.modules.get("tierflow.telemetry.setup")
-        if setup is not None:
-            setup.shutdown()
+        telemetry = sys.modules.get("tierflow.telemetry")
+        if telemetry is not None:
+            telemetry.shutdown()

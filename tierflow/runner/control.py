@@ -1,6 +1,6 @@
-"""Run control for the runner (private): where a thread stands, budgets, partial results.
+"""Thread control for the runner: where a thread stands before a run, and what to refuse.
 
-Split from run.py to keep it short. A thread is in one of four states before a run:
+A thread is in one of four states before a run:
 ``new`` (no checkpoint), ``idle`` (its last run finished), ``paused`` (waiting for a
 human to approve a tool call) or ``unfinished`` (its last run was cut off: the process was
 killed, or a budget stopped it). An unfinished run is continued from its checkpoint with
@@ -10,19 +10,12 @@ tool call that completed (and was checkpointed) is not repeated.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.types import Command
 
-from tierflow.budget import BudgetExceeded, RunBudget, budget_scope
 from tierflow.errors import UserError
-from tierflow.settings import BudgetSettings
-
-T = TypeVar("T")
 
 INTERRUPT = "__interrupt__"  # LangGraph's channel for interrupts (stream and checkpoint)
 
@@ -81,46 +74,3 @@ def check_thread(thread_id: str, state: ThreadState, inputs: Any) -> None:
             f"thread '{thread_id}' has an unfinished run (stopped or interrupted before "
             f"{', '.join(state.pending)}); {how}"
         )
-
-
-def run_budget(limits: BudgetSettings) -> RunBudget:
-    return RunBudget(
-        max_model_calls=limits.max_model_calls,
-        max_tokens=limits.max_tokens,
-        max_cost_usd=limits.max_cost_usd,
-        max_wall_s=limits.max_wall_s,
-    )
-
-
-async def within_budget(
-    limits: BudgetSettings, run: Callable[[], Awaitable[T]]
-) -> tuple[T | None, str | None]:
-    """Await ``run()`` under a fresh :class:`RunBudget` and the wall-time deadline.
-
-    Returns ``(result, None)``, or ``(None, reason)`` when a budget stopped it: the tier
-    chain raised :class:`BudgetExceeded`, or the deadline cancelled the graph. Either way
-    the checkpoint keeps every step that completed, so the run can be continued.
-    """
-    with budget_scope(run_budget(limits)):
-        try:
-            async with asyncio.timeout(limits.max_wall_s) as deadline:
-                return await run(), None
-        except BudgetExceeded as exc:
-            return None, str(exc)
-        except TimeoutError:
-            if not deadline.expired():  # a TimeoutError of the graph's own, not ours
-                raise
-            assert limits.max_wall_s is not None
-            return None, f"budget exceeded: wall time {limits.max_wall_s:g} s"
-
-
-def partial_answer(messages: Sequence[BaseMessage]) -> str:
-    """The last answer-like message of the current run (text, no tool calls), or ''."""
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            break
-        if isinstance(message, AIMessage) and not message.tool_calls:
-            text = str(message.content)
-            if text.strip():
-                return text
-    return ""

@@ -1,50 +1,56 @@
-"""The runner: compiles a graph with a checkpointer and turns one question into a
-:class:`RunRecord`."""
+"""The runner: a thin driver over a compiled graph. It opens the checkpointer, keeps the
+thread bookkeeping (what state a thread is in, what to refuse), streams the run and turns
+the final state into a :class:`RunRecord`.
+
+Guardrails, budget and residency are not here: the compiled graph carries them
+(:func:`tierflow.graphs.compile_graph`), so the same graph invoked with plain LangGraph
+behaves the same.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph import START, StateGraph
 from langgraph.types import Command
 from opentelemetry.trace import Status, StatusCode
 
+from tierflow.agents.agent import Agent
+from tierflow.agents.node import add_agent
+from tierflow.agents.policy import TICKET_KEY, RunPolicy, RunTicket, run_guards
+from tierflow.budget import BudgetExceeded
 from tierflow.errors import UserError
 from tierflow.graphs.context import BuildContext, GraphFactory
-from tierflow.graphs.registry import get_graph
-from tierflow.graphs.registry import graph_guardrails as registered
-from tierflow.guardrails.base import Guardrail, PlaceholderVault
-from tierflow.guardrails.runtime import (
-    RunGuards,
-    graph_guardrails,
-    guard_scope,
-)
+from tierflow.graphs.registry import GraphEntry, get_entry
+from tierflow.graphs.stages import compile_graph
+from tierflow.guardrails.base import Guardrail
 from tierflow.models.tiers import Tier, TierSet
-from tierflow.record import GuardrailVerdict, RunRecord, Step, Usage
-from tierflow.runner.control import (
-    INTERRUPT,
-    check_thread,
-    partial_answer,
-    read_thread,
-    within_budget,
-)
-from tierflow.runner.guards import guard_partial, input_stage, output_stage
+from tierflow.record import RunRecord
+from tierflow.runner.control import INTERRUPT, check_thread, read_thread
+from tierflow.runner.guards import guard_partial
+from tierflow.runner.record import run_record
 from tierflow.settings import BudgetSettings, TierflowSettings, load_settings
+from tierflow.state import GraphState
 from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
 
 EventHandler = Callable[[dict[str, Any]], None]
+#: An approval decision: "approve", "reject", or {"action": "approve", "args": {...}}.
+Decision = Literal["approve", "reject"] | Mapping[str, Any]
 
 MAX_QUESTION_CHARS = 100_000
 
 
 class Runner:
-    """Runs named graphs over a set of tiers, checkpointing every thread in SQLite.
+    """Runs named graphs over a set of tiers, checkpointing every thread.
 
     Example::
 
@@ -52,9 +58,15 @@ class Runner:
         record = await runner.ask("What is 2+2?")
         print(record.answer, record.steps[-1].backend)
 
-    Used as ``async with Runner() as runner:``, it keeps the checkpoint database open and
-    the compiled graphs cached across ``ask`` calls (a server would do this); otherwise
-    each ``ask`` opens and closes them.
+        # one agent, no graph to write
+        record = await Runner().ask("Summarise this", agent=Agent(name="a", ...))
+
+    Used as ``async with Runner() as runner:``, it keeps the checkpointer open and the
+    compiled graphs cached across ``ask`` calls (a server would do this); otherwise each
+    ``ask`` opens and closes them, so nothing is left open at exit.
+
+    ``checkpointer`` takes any LangGraph checkpointer (memory, SQLite, Postgres); the
+    default is SQLite at ``<state_dir>/checkpoints.sqlite``.
     """
 
     def __init__(
@@ -62,8 +74,9 @@ class Runner:
         settings: TierflowSettings | None = None,
         *,
         tiers: Mapping[str, Tier] | None = None,
-        graphs: Mapping[str, GraphFactory] | None = None,
+        graphs: Mapping[str, GraphFactory | GraphEntry] | None = None,
         checkpoint_path: Path | None = None,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
         guardrails: Sequence[Guardrail] = (),
         budget: BudgetSettings | None = None,
     ) -> None:
@@ -72,12 +85,17 @@ class Runner:
         self.budget = budget or self.settings.budget
         self._guardrails = tuple(guardrails)  # added to every graph's stages
         self.tiers = TierSet.from_settings(self.settings, overrides=tiers)
-        self._graphs = dict(graphs or {})  # this runner's own graphs, before the registry
+        # This runner's own graphs, looked up before the process-wide registry.
+        self._graphs: dict[str, GraphEntry] = {
+            name: g if isinstance(g, GraphEntry) else GraphEntry(g)
+            for name, g in (graphs or {}).items()
+        }
         self.context = BuildContext(self.tiers, self.settings)
         self.checkpoint_path = checkpoint_path or self.settings.state_dir / "checkpoints.sqlite"
+        self._checkpointer = checkpointer
         self._stack: AsyncExitStack | None = None
-        self._saver: AsyncSqliteSaver | None = None
-        self._apps: dict[str, Any] = {}
+        self._saver: BaseCheckpointSaver[Any] | None = None
+        self._apps: dict[tuple[str, int], Any] = {}
 
     async def __aenter__(self) -> Self:
         stack = AsyncExitStack()
@@ -91,13 +109,20 @@ class Runner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the checkpointer (``async with`` does this)."""
         stack, self._stack, self._saver = self._stack, None, None
         self._apps.clear()
         if stack is not None:
             await stack.aclose()
 
     @asynccontextmanager
-    async def _open_saver(self) -> AsyncIterator[AsyncSqliteSaver]:
+    async def _open_saver(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+        if self._checkpointer is not None:
+            yield self._checkpointer
+            return
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path)) as saver:
             await saver.setup()  # WAL journal
@@ -106,33 +131,60 @@ class Runner:
             await saver.conn.execute("PRAGMA synchronous=NORMAL")
             yield saver
 
-    def _factory(self, graph: str) -> GraphFactory:
-        return self._graphs.get(graph) or get_graph(graph)
+    def _entry(self, graph: str) -> GraphEntry:
+        return self._graphs.get(graph) or get_entry(graph)
 
-    async def _app(self, graph: str, saver: AsyncSqliteSaver) -> Any:
-        if self._saver is saver and graph in self._apps:
-            return self._apps[graph]
-        app = self._factory(graph)(self.context).compile(checkpointer=saver)
-        if self._saver is saver:
-            self._apps[graph] = app
-        return app
+    def policy(self, graph: str) -> RunPolicy:
+        """What ``graph`` enforces under this runner: guardrails and budget."""
+        extra = (*self._entry(graph).guardrails, *self._guardrails)
+        return RunPolicy.from_settings(self.settings, graph, extra, self.budget)
+
+    def compile(self, graph: str = "default", saver: BaseCheckpointSaver[Any] | None = None) -> Any:
+        """``graph`` compiled with its run stages and policy (cached per checkpointer)."""
+        key = (graph, id(saver))
+        if key not in self._apps:
+            builder = self._entry(graph).factory(self.context)
+            self._apps[key] = compile_graph(
+                builder, self.policy(graph), name=graph, checkpointer=saver
+            )
+        return self._apps[key]
+
+    async def _app(self, graph: str, saver: BaseCheckpointSaver[Any]) -> Any:
+        return self.compile(graph, saver)
+
+    def _agent_graph(self, agent: Agent) -> str:
+        """Register a one-agent graph for ``agent`` with this runner; returns its name."""
+        name = f"agent-{agent.name}"
+        if name not in self._graphs or self._graphs[name].agent is not agent:
+
+            def factory(ctx: BuildContext) -> StateGraph[GraphState]:
+                builder: StateGraph[GraphState] = StateGraph(GraphState)
+                builder.add_edge(START, add_agent(builder, agent, ctx.tiers))
+                return builder
+
+            self._graphs[name] = GraphEntry(factory, agent=agent)
+            self._apps = {k: v for k, v in self._apps.items() if k[0] != name}
+        return name
 
     async def ask(
         self,
         question: str,
         *,
         graph: str = "default",
+        agent: Agent | None = None,
         thread_id: str | None = None,
         on_event: EventHandler | None = None,
         stream_tokens: bool = False,
         budget: BudgetSettings | None = None,
     ) -> RunRecord:
-        """Run ``graph`` on ``question``; ``thread_id`` continues an earlier conversation.
+        """Run ``graph`` (or just ``agent``) on ``question``; ``thread_id`` continues an
+        earlier conversation.
 
         ``on_event`` receives progress events as they happen: ``node_started``,
         ``node_finished``, ``tool_call``, ``tool_result`` and, with ``stream_tokens``,
-        ``token``. A run that reaches a tool needing approval returns with
-        ``status == "awaiting_approval"``; continue it with :meth:`resume`.
+        ``token`` (:meth:`stream` gives them as typed values). A run that reaches a tool
+        needing approval returns with ``status == "awaiting_approval"``; continue it
+        with :meth:`resume`.
 
         ``budget`` (default: the runner's) bounds model calls, tokens, cost and wall time;
         a run that spends it returns ``status == "stopped"`` with its partial result and
@@ -144,47 +196,48 @@ class Runner:
             raise UserError("the question is empty")
         if len(question) > MAX_QUESTION_CHARS:
             raise UserError(f"the question is too long ({len(question)} > {MAX_QUESTION_CHARS})")
-        self._factory(graph)  # UnknownGraph before any work
+        if agent is not None:
+            graph = self._agent_graph(agent)
+        self._entry(graph)  # UnknownGraph before any work
         thread_id = thread_id or uuid.uuid4().hex[:16]
-        inputs = {
-            "messages": [HumanMessage(question)],
-            "route": None,
-            "graph": graph,
-            "steps": None,  # merge_steps: a new run starts a new list
-        }
-        return await self._run(
-            graph, thread_id, inputs, on_event, stream_tokens, new=True, budget=budget
-        )
+        inputs = {"messages": [HumanMessage(question)]}
+        return await self._run(graph, thread_id, inputs, on_event, stream_tokens, budget)
 
     async def resume(
         self,
         thread_id: str,
-        decision: Literal["approve", "reject"] | None = None,
+        decision: Decision | None = None,
         *,
+        decisions: Mapping[str, Decision] | None = None,
         on_event: EventHandler | None = None,
         stream_tokens: bool = False,
         budget: BudgetSettings | None = None,
     ) -> RunRecord:
         """Continue a thread's last run from its checkpoint.
 
-        With ``decision``, a run paused for approval goes on with the pending calls
-        approved or rejected. Without, a run that was cut off (its process killed, or a
-        budget spent) re-runs only the steps that had not completed: a tool call that
-        completed is not repeated. A continued run gets a fresh ``budget``.
+        A run paused for approval goes on with ``decision`` for every pending call, or
+        ``decisions`` by tool-call id (each ``"approve"``, ``"reject"`` or
+        ``{"action": "approve", "args": {...}}`` to run it with edited arguments). Without
+        either, a run that was cut off (its process killed, or a budget spent) re-runs only
+        the steps that had not completed: a tool call that completed is not repeated. A
+        continued run gets a fresh ``budget``.
         """
         async with AsyncExitStack() as stack:
             saver = self._saver
             if saver is None:
                 saver = await stack.enter_async_context(self._open_saver())
             saved = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
-        if saved is None:
-            raise UserError(f"no conversation with thread id '{thread_id}'")
-        graph = str(saved.checkpoint["channel_values"].get("graph") or "default")
-        # None: LangGraph continues from the checkpoint, re-running only unfinished steps.
-        inputs: Command[Any] | None = None if decision is None else Command(resume=decision)
-        return await self._run(
-            graph, thread_id, inputs, on_event, stream_tokens, new=False, budget=budget
-        )
+            if saved is None:
+                raise UserError(f"no conversation with thread id '{thread_id}'")
+            graph = str(saved.checkpoint["channel_values"].get("graph") or "default")
+            inputs: Command[Any] | None = None  # continue, re-running only unfinished steps
+            if decisions:
+                app = self.compile(graph, saver)
+                snapshot = await app.aget_state({"configurable": {"thread_id": thread_id}})
+                inputs = Command(resume=_resume_map(snapshot.interrupts, decisions))
+            elif decision is not None:
+                inputs = Command(resume=decision)
+        return await self._run(graph, thread_id, inputs, on_event, stream_tokens, budget)
 
     async def _run(
         self,
@@ -193,9 +246,7 @@ class Runner:
         inputs: Any,
         on_event: EventHandler | None,
         stream_tokens: bool,
-        *,
-        new: bool,
-        budget: BudgetSettings | None = None,
+        budget: BudgetSettings | None,
     ) -> RunRecord:
         with workflow_span(graph, thread_id, self.settings) as span:
             trace_id = format_trace_id(span)
@@ -203,36 +254,33 @@ class Runner:
                 saver = self._saver
                 if saver is None:
                     saver = await stack.enter_async_context(self._open_saver())
-                app = await self._app(graph, saver)
-                config: Any = {"configurable": {"thread_id": thread_id}}
+                app = self.compile(graph, saver)
+                ticket = RunTicket(
+                    run_id=uuid.uuid4().hex, started_at=time.time(), budget=budget or self.budget
+                )
+                config: Any = {"configurable": {"thread_id": thread_id, TICKET_KEY: ticket}}
                 saved = await saver.aget_tuple(config)
                 check_thread(thread_id, await read_thread(app, config, saved), inputs)
-                guards = self._run_guards(graph, saved)
-                if new:
-                    inputs, refusal = await input_stage(guards, inputs)
-                    if refusal is not None:
-                        record = refusal.model_copy(
-                            update={"trace_id": trace_id, "thread_id": thread_id}
-                        )
-                        finish_workflow(span, record)
-                        return record
                 # Stream only what someone listens to: unused modes still cost per event.
                 modes = ["values"]
                 if on_event is not None:
                     modes += ["custom", *(["messages"] if stream_tokens else [])]
                 # durability="sync": a step's checkpoint is committed before the next step
                 # starts, so a process killed at any point never re-runs a completed step
-                # (a tool's side effects) on resume. Cost vs "async": within the noise of
-                # the load benchmark (200 conversations: 4.4-6.9 s sync, 4.2-5.6 s async).
-                stream: Any = app.astream(inputs, config, stream_mode=modes, durability="sync")
-                with guard_scope(guards):
-                    drained, stopped = await within_budget(
-                        budget or self.budget, lambda: _consume(stream, on_event)
-                    )
-                # A stopped run's partial result is what its checkpoint holds.
-                state = drained if drained is not None else await _saved_values(app, config)
+                # (a tool's side effects) on resume.
+                stopped: str | None = None
+                state: dict[str, Any] | None = None
+                try:
+                    stream = app.astream(inputs, config, stream_mode=modes, durability="sync")
+                    async with aclosing(stream):
+                        state = await _consume(stream, on_event)
+                except BudgetExceeded as exc:
+                    stopped = str(exc)
+                if state is None or stopped is not None:
+                    # A stopped run's partial result is what its checkpoint holds.
+                    state = dict((await app.aget_state(config)).values)
                 pending = [i.value for i in state.pop(INTERRUPT, ())]
-                record = _record(
+                record = run_record(
                     state,
                     trace_id=trace_id,
                     thread_id=thread_id,
@@ -240,25 +288,32 @@ class Runner:
                     pending=pending,
                     stopped=stopped,
                 )
-                if record.status == "completed" and record.answer:
-                    record = await output_stage(app, config, guards, state, record)
-                elif record.status == "stopped" and record.answer:
+                if record.status == "stopped" and record.answer:
+                    guards = run_guards(state, self.policy(graph))
                     record = await guard_partial(guards, record)
             finish_workflow(span, record)
             if record.degraded:
                 span.set_status(Status(StatusCode.ERROR, record.stopped_reason or "degraded"))
             return record
 
-    def _run_guards(self, graph: str, saved: Any) -> RunGuards:
-        """This run's guardrails, continuing the thread's placeholders and residency."""
-        values = saved.checkpoint["channel_values"] if saved is not None else {}
-        cfg = self.settings.guardrails
-        return RunGuards(
-            stages=graph_guardrails(cfg, graph, [*registered(graph), *self._guardrails]),
-            cfg=cfg,
-            vault=PlaceholderVault.from_dict(values.get("guard_vault")),
-            sensitive=bool(values.get("sensitive")),
-        )
+
+def _resume_map(interrupts: Sequence[Any], decisions: Mapping[str, Decision]) -> dict[str, Any]:
+    """``{interrupt id: decision}`` for the pending approvals named by tool-call id."""
+    out: dict[str, Any] = {}
+    for pending in interrupts:
+        value = pending.value if isinstance(pending.value, Mapping) else {}
+        for call in value.get("calls") or []:
+            if call.get("id") in decisions:
+                out[pending.id] = decisions[call["id"]]
+    missing = set(decisions) - {
+        c.get("id")
+        for p in interrupts
+        if isinstance(p.value, Mapping)
+        for c in p.value.get("calls") or []
+    }
+    if missing:
+        raise UserError(f"no tool call waiting for approval with id {', '.join(sorted(missing))}")
+    return out
 
 
 async def _consume(stream: Any, on_event: EventHandler | None) -> dict[str, Any]:
@@ -280,61 +335,3 @@ async def _consume(stream: Any, on_event: EventHandler | None) -> dict[str, Any]
                 node = meta.get("langgraph_node")
                 on_event({"event": "token", "node": node, "text": message.content})
     return state
-
-
-async def _saved_values(app: Any, config: Any) -> dict[str, Any]:
-    snapshot = await app.aget_state(config)
-    return dict(snapshot.values)
-
-
-def _record(
-    state: Mapping[str, Any],
-    *,
-    trace_id: str,
-    thread_id: str,
-    settings: TierflowSettings,
-    pending: list[Any],
-    stopped: str | None = None,
-) -> RunRecord:
-    steps = [Step.model_validate(s) for s in state.get("steps") or []]
-    messages = state.get("messages") or []
-    outcomes = {
-        m.tool_call_id: m.artifact
-        for m in messages
-        if isinstance(m, ToolMessage) and isinstance(m.artifact, dict)
-    }
-    for step in steps:
-        for call in step.tool_calls:
-            outcome = outcomes.get(call.id)
-            if outcome is not None:
-                call.ok = bool(outcome.get("ok"))
-                error = outcome.get("error") or {}
-                call.error = f"{error.get('type')}: {error.get('message')}" if error else None
-                call.duration_ms = outcome.get("duration_ms")
-                call.answered_by = outcome.get("answered_by")
-    answer = ""
-    last = messages[-1] if messages else None
-    if stopped is not None:
-        answer = partial_answer(messages)
-    elif isinstance(last, AIMessage) and not last.tool_calls:
-        answer = str(last.content)
-    usage = sum((s.usage for s in steps), Usage())
-    verdicts = [*(state.get("input_guardrails") or []), *(state.get("guardrails") or [])]
-    jaeger = settings.telemetry.jaeger_ui_url
-    waiting = bool(pending)
-    return RunRecord(
-        answer=answer,
-        route=state.get("route"),
-        trace_id=trace_id,
-        thread_id=thread_id,
-        status="stopped" if stopped else "awaiting_approval" if waiting else "completed",
-        pending_approval=pending,
-        stopped_reason=stopped,
-        degraded=stopped is not None
-        or (not waiting and (any(s.degraded for s in steps if s.node != "router") or not answer)),
-        steps=steps,
-        guardrails=[GuardrailVerdict.model_validate(v) for v in verdicts],
-        sensitive=bool(state.get("sensitive")),
-        usage=usage,
-        trace_url=f"{jaeger.rstrip('/')}/trace/{trace_id}" if jaeger else None,
-    )

@@ -172,7 +172,7 @@ def finish_workflow(root: Span, record: RunRecord) -> None:
     """Put the run's outcome on its root span: route, status, totals, degradation."""
     # Only what says something: every attribute costs a few µs to export.
     attrs: Attrs = {
-        "tierflow.runner.runner.status": record.status,
+        "tierflow.run.status": record.status,
         INPUT_TOKENS: record.usage.input_tokens,
         OUTPUT_TOKENS: record.usage.output_tokens,
     }

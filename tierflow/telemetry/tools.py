@@ -49,7 +49,7 @@ def trace_tool_call(agent: AgentLike) -> Callable[[ToolFnT], ToolFnT]:
 
     def wrap(run_call: ToolFnT) -> ToolFnT:
         @functools.wraps(run_call)
-        async def run(call: Mapping[str, Any]) -> Any:
+        async def run(call: Mapping[str, Any], *rest: Any, **kwargs: Any) -> Any:
             name = str(call["name"])
             attrs: Attrs = {
                 OPERATION: "execute_tool",
@@ -68,10 +68,10 @@ def trace_tool_call(agent: AgentLike) -> Callable[[ToolFnT], ToolFnT]:
                 if tool is not None and name in RETRIEVAL_TOOLS:
                     query = (call.get("args") or {}).get("query")
                     with retrieval_span(name, query=str(query) if query else None) as found:
-                        message = await run_call(call)
+                        message = await run_call(call, *rest, **kwargs)
                         found.documents(_passages(message))
                 else:
-                    message = await run_call(call)
+                    message = await run_call(call, *rest, **kwargs)
                 _annotate_outcome(current, message)
                 return message
 
