@@ -19,7 +19,9 @@ Writing one::
         return Verdict.allow("no_competitors")
 
 A stage runs its guardrails concurrently (:func:`run_stage`): any block wins; the
-redactions of several guardrails are merged span by span on the original text.
+redactions of several guardrails are merged span by span on the original text (overlapping
+spans become one edit over their union). A rewrite that its spans do not describe cannot be
+merged: it is used alone, and if another guardrail also rewrote the text the stage blocks.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal, Protocol, get_args, overload, runtime_checkable
 
@@ -233,6 +235,9 @@ class StageResult:
     text: str  # the text to use from now on (redacted if needed; the original if blocked)
     verdicts: tuple[Verdict, ...] = ()
     sensitive: bool = False
+    # The span edits applied to the original text, overlapping ones merged into one
+    # (:func:`merged_edits`); empty when nothing was redacted or a rewrite was used as is.
+    edits: tuple[Finding, ...] = ()
 
     @property
     def reason(self) -> str | None:
@@ -258,6 +263,10 @@ class StageResult:
             "sensitive": self.sensitive,
             "findings": findings,
         }
+
+
+#: The name on the block verdict :func:`run_stage` adds when redactions cannot be merged.
+MERGE_GUARDRAIL = "redaction_merge"
 
 
 def _error_verdict(g: Guardrail, exc: BaseException) -> Verdict:
@@ -313,42 +322,129 @@ async def run_stage(guardrails: Sequence[Guardrail], text: str, ctx: GuardContex
             verdicts=tuple(done),
             sensitive=sensitive,
         )
+    try:
+        redacted, edits = _apply_redactions(text, redactions)
+    except RedactionConflict as exc:
+        # Fail closed: no safe rewrite exists, so the text goes no further.
+        return StageResult(
+            stage=ctx.stage,
+            action=Action.BLOCK,
+            text=text,
+            verdicts=(*done, Verdict.block(MERGE_GUARDRAIL, str(exc))),
+            sensitive=ctx.sensitive,
+        )
     return StageResult(
         stage=ctx.stage,
         action=Action.REDACT,
-        text=merge_redactions(text, redactions),
+        text=redacted,
         verdicts=tuple(done),
         sensitive=sensitive,
+        edits=edits,
     )
+
+
+class RedactionConflict(ValueError):
+    """Redactions that cannot be combined without leaving some of the text in clear.
+
+    Raised by :func:`merge_redactions` when a guardrail rewrote the text in a way its spans
+    do not describe and another guardrail also rewrote it (applying either rewrite alone
+    would undo the other's), or when a redaction has no usable rewrite (neither text nor
+    spans, or a span outside the text). :func:`run_stage` blocks instead.
+    """
 
 
 def merge_redactions(text: str, redactions: Sequence[Verdict]) -> str:
-    """Apply several guardrails' redactions to the original text.
+    """Apply several guardrails' redactions to the original text (see :func:`merged_edits`).
 
-    Each finding with a span and a replacement is a rewrite of the original text; they
-    are applied left to right, and where two overlap the longer one wins. A redaction
-    without spans (a guardrail that rewrote text in its own way) is used as is when it is
-    the only one.
+    Raises :class:`RedactionConflict` when they cannot be combined safely.
     """
-    edits = sorted(
-        (
-            (f.span[0], f.span[1], f.replacement)
-            for v in redactions
-            for f in v.findings
-            if f.span is not None and f.replacement is not None
-        ),
-        key=lambda e: (e[0], -(e[1] - e[0])),
+    return _apply_redactions(text, redactions)[0]
+
+
+def _apply_redactions(text: str, redactions: Sequence[Verdict]) -> tuple[str, tuple[Finding, ...]]:
+    """The redacted text and the edits applied to ``text`` (empty if a rewrite was used as is).
+
+    A redaction whose findings carry a span and a replacement is a set of edits on the
+    original text; the edits of every guardrail are merged (:func:`merged_edits`). A
+    redaction whose text is not what its own edits give (no spans, or a rewrite beyond
+    them) is used as is only when no other guardrail rewrote the text differently: it
+    cannot be merged, and dropping either rewrite would leave that part in clear.
+    """
+    edits: list[Finding] = []
+    rewrites: set[str] = set()  # texts rewritten beyond (or without) their spans
+    for v in redactions:
+        own = [f for f in v.findings if f.span is not None and f.replacement is not None]
+        if any(not 0 <= s <= e <= len(text) for s, e in map(_span, own)):
+            raise RedactionConflict(f"guardrail '{v.guardrail}' redacted a span outside the text")
+        if v.text is None and not own:
+            raise RedactionConflict(
+                f"guardrail '{v.guardrail}' asked for a redaction but gave no rewrite"
+            )
+        if v.text is None or v.text == text or _rewrite(text, merged_edits(own)) == v.text:
+            edits.extend(own)  # its text is the original (+ its spans): the spans say it all
+        else:
+            rewrites.add(v.text)
+    if not rewrites:
+        merged = merged_edits(edits)
+        return _rewrite(text, merged), merged
+    if len(rewrites) == 1 and not edits:
+        return next(iter(rewrites)), ()
+    names = ", ".join(f"'{n}'" for n in dict.fromkeys(v.guardrail for v in redactions))
+    raise RedactionConflict(
+        f"guardrails {names} rewrote the text in ways that cannot be combined safely"
     )
-    if not edits:
-        only = [v.text for v in redactions if v.text is not None]
-        return only[0] if only else text
+
+
+def merged_edits(findings: Sequence[Finding]) -> tuple[Finding, ...]:
+    """The span edits of ``findings`` as disjoint edits on the original text, left to right.
+
+    Overlapping spans become one edit covering their union, so no character of any span is
+    left in clear: the replacement is the longest span's (the earliest on a tie, then the
+    first given), and the returned finding carries the merged span. Adjacent spans (one
+    ends where the next starts) stay two edits. Findings without a span or a replacement
+    are not edits and are left out.
+    """
+    spanned = [f for f in findings if f.span is not None and f.replacement is not None]
+    clusters: list[list[Finding]] = []
+    end = 0
+    for f in sorted(spanned, key=_by_start):
+        assert f.span is not None
+        if clusters and f.span[0] < end:
+            clusters[-1].append(f)
+            end = max(end, f.span[1])
+        else:
+            clusters.append([f])
+            end = f.span[1]
+    out: list[Finding] = []
+    for cluster in clusters:
+        union = (min(_span(f)[0] for f in cluster), max(_span(f)[1] for f in cluster))
+        winner = min(cluster, key=_by_length)
+        out.append(winner if winner.span == union else replace(winner, span=union))
+    return tuple(out)
+
+
+def _span(f: Finding) -> tuple[int, int]:
+    assert f.span is not None
+    return f.span
+
+
+def _by_start(f: Finding) -> tuple[int, int]:
+    start, end = _span(f)
+    return (start, start - end)
+
+
+def _by_length(f: Finding) -> tuple[int, int]:
+    start, end = _span(f)
+    return (start - end, start)
+
+
+def _rewrite(text: str, edits: Sequence[Finding]) -> str:
     out: list[str] = []
     pos = 0
-    for start, end, replacement in edits:
-        if start < pos:  # overlaps an edit already applied (which is longer or earlier)
-            continue
-        out.append(text[pos:start])
-        out.append(replacement)
-        pos = end
+    for f in edits:  # disjoint and sorted (merged_edits)
+        assert f.span is not None and f.replacement is not None
+        out.append(text[pos : f.span[0]])
+        out.append(f.replacement)
+        pos = f.span[1]
     out.append(text[pos:])
     return "".join(out)

@@ -1,5 +1,5 @@
-"""The README's composition example (examples/triage.py: three nodes and a custom tool,
-under 40 lines) runs, with scripted tiers standing in for models."""
+"""The README's composition example (examples/triage.py: three nodes and a custom tool)
+runs, with scripted tiers standing in for models."""
 
 from __future__ import annotations
 
@@ -13,11 +13,6 @@ from tierflow.models.tiers import Tier
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "triage.py"
-
-
-def test_example_is_short() -> None:
-    code = [line for line in EXAMPLE.read_text().splitlines() if line.strip()]
-    assert len(code) < 40
 
 
 async def test_triage_example_keeps_billing_local_and_uses_its_tool(

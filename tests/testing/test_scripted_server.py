@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -271,11 +270,21 @@ def test_default_reply_and_missing_reply(openai_srv: ScriptedServer, models: Mod
 async def test_delay_and_concurrent_requests(openai_srv: ScriptedServer, models: Models) -> None:
     openai_srv.set_default(Reply.text("late", delay=0.2))
     model = models.openai(openai_srv)
-    started = time.monotonic()
     replies = await asyncio.gather(*(model.ainvoke(f"q{i}") for i in range(3)))
     assert [r.content for r in replies] == ["late"] * 3
-    assert time.monotonic() - started < 1.0  # served in parallel threads
     assert openai_srv.wait_for_requests(3, timeout=0)
+
+    # Served in parallel threads: three requests are all received while each is still
+    # held in its reply's delay (a server handling one at a time would receive the
+    # second only after the first delay ended, an hour from now).
+    openai_srv.set_default(Reply.text("held", delay=3600))
+    held = models.openai(openai_srv, timeout=3600)
+    calls = [asyncio.create_task(held.ainvoke(f"h{i}")) for i in range(3)]
+    assert await asyncio.to_thread(openai_srv.wait_for_requests, 6, 30)  # 30 s: hang guard
+    assert not any(c.done() for c in calls)
+    openai_srv.stop()  # ends the delays: the held requests are closed unanswered
+    ends = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(e, openai.APIConnectionError) for e in ends), ends
 
 
 # -- recording, routing, auth --------------------------------------------------------------
@@ -426,20 +435,38 @@ def test_mistral_client_does_not_retry_http_errors(
 
 @pytest.mark.parametrize("flavor", ["openai", "mistral"])
 def test_stall_cut_by_client_timeout(flavor: Flavor, models: Models) -> None:
+    before = set(threading.enumerate())
     srv = ScriptedServer(flavor=flavor)
+    handlers: list[threading.Thread] = []
     try:
         srv.enqueue(Fault.stall(seconds=30))
         # ChatMistralAI's timeout field is an int, so 1 s is its shortest timeout.
         model = models.openai(srv, timeout=0.5) if flavor == "openai" else models.mistral(srv, 1)
         expected = openai.APITimeoutError if flavor == "openai" else httpx.ReadTimeout
-        started = time.monotonic()
         with pytest.raises(expected):
             model.invoke("hi")
-        assert time.monotonic() - started < 2.0
+        # the client's timeout ended the call: the server was still stalling it
+        handlers = _handler_threads(before)
+        assert handlers and all(t.is_alive() for t in handlers)
     finally:
-        started = time.monotonic()
         srv.stop()
-        assert time.monotonic() - started < 0.5
+    assert _ended(handlers)  # stop() cut the 30 s stall short
+
+
+def _handler_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """The request-handler threads a ScriptedServer started since ``before`` was taken."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.name.endswith("(process_request_thread)")
+    ]
+
+
+def _ended(threads: list[threading.Thread]) -> bool:
+    """Whether every thread has finished (the join timeout only guards against a hang)."""
+    for t in threads:
+        t.join(timeout=10)
+    return not any(t.is_alive() for t in threads)
 
 
 def _post_in_background(srv: ScriptedServer) -> tuple[threading.Thread, list[BaseException]]:
@@ -461,18 +488,22 @@ def _post_in_background(srv: ScriptedServer) -> tuple[threading.Thread, list[Bas
     "script", [Fault.stall(seconds=30), Reply.text("too late", delay=30)], ids=["stall", "delay"]
 )
 def test_stop_is_prompt_while_a_request_waits(script: Reply | Fault) -> None:
+    before = set(threading.enumerate())
     srv = ScriptedServer()
     srv.enqueue(script)
     worker, outcome = _post_in_background(srv)
-    assert srv.wait_for_requests(1, timeout=2)
-    started = time.monotonic()
+    assert srv.wait_for_requests(1, timeout=30)  # 30 s: hang guard
+    handlers = _handler_threads(before)
+    assert handlers and all(t.is_alive() for t in handlers)  # holding the request for 30 s
     srv.stop()
     srv.stop()  # idempotent
-    assert time.monotonic() - started < 0.5
-    worker.join(timeout=2)
-    assert not worker.is_alive()
+    # stop() ended the wait: the handler is gone and the client saw the connection
+    # closed with no response (had the wait run on, the client's 10 s timeout would
+    # have ended it with a ReadTimeout instead)
+    assert _ended(handlers)
+    assert _ended([worker])
     assert len(outcome) == 1
-    assert isinstance(outcome[0], httpx.RemoteProtocolError)  # closed with no response
+    assert isinstance(outcome[0], httpx.RemoteProtocolError), outcome
 
 
 def test_drop(srv: ScriptedServer, models: Models) -> None:

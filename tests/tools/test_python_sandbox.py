@@ -486,7 +486,7 @@ def test_wall_clock_kill(sandbox: Sandbox, code: str, stdout: str) -> None:
     result = run(sandbox, code, SHORT)
     assert result.timed_out and result.exit_status == -9, result
     assert result.stdout == stdout
-    assert 1000 <= result.duration_ms < 2500, result.duration_ms
+    assert result.duration_ms >= 1000, result.duration_ms  # killed at the deadline, not before
 
 
 def test_output_is_capped(sandbox: Sandbox) -> None:
@@ -521,7 +521,9 @@ def test_no_process_outlives_the_call(sandbox: Sandbox) -> None:
     else:  # the daemon really started; its double fork + setsid did not save it
         assert result.stdout == "up\n", result
     assert alive_with_comm(marker) == []
-    assert result.duration_ms < 3000 and not result.timed_out  # its open pipe did not hang us
+    # the daemon holds our stdout for 600 s: had we waited for EOF, the 5 s deadline would
+    # have killed the call and reported a timeout
+    assert not result.timed_out, result
 
 
 def test_control_daemon_survives_without_isolation(weak: Sandbox) -> None:
@@ -531,7 +533,8 @@ def test_control_daemon_survives_without_isolation(weak: Sandbox) -> None:
     for pid in survivors:
         os.kill(pid, 9)
     assert result.stdout == "up\n" and len(survivors) == 1
-    assert result.duration_ms < 3000  # the survivor holds our pipe; we did not wait for it
+    # the survivor holds our pipe; we did not wait for it (that would end in the timeout)
+    assert not result.timed_out and result.exit_status == 0, result
 
 
 # --- the tool, and failing closed ---------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,11 +351,12 @@ def test_sqlite_read_only_mode_alone_would_let_vacuum_into_create_a_file(
 
 def test_connection_alone_enforces_the_deadline(db: Db) -> None:
     backend = open_backend(db.url)
-    started = time.perf_counter()
     try:
-        with pytest.raises(QueryTimeout):
+        # FOREVER never ends on its own: only the engine interrupting it at the deadline
+        # raises QueryTimeout (a wait without an interrupt would hang, not raise)
+        with pytest.raises(QueryTimeout, match=r"query exceeded 0\.3s"):
             backend.execute(FOREVER, max_rows=10, timeout_s=0.3)
-        assert time.perf_counter() - started < 3
+        # and the interrupted statement is really gone: the connection runs the next one
         assert backend.execute("SELECT 1", max_rows=1, timeout_s=5).rows == [[1]]
     finally:
         backend.close()
@@ -365,10 +365,9 @@ def test_connection_alone_enforces_the_deadline(db: Db) -> None:
 def test_connection_alone_fetches_at_most_max_rows(db: Db) -> None:
     backend = open_backend(db.url)
     try:
-        started = time.perf_counter()
-        result = backend.execute(HUGE, max_rows=7, timeout_s=5)  # 10^9 rows
+        # 10^9 rows: fetching them all would run into the deadline and raise QueryTimeout
+        result = backend.execute(HUGE, max_rows=7, timeout_s=5)
         assert (len(result.rows), result.truncated) == (7, True)
-        assert time.perf_counter() - started < 2
     finally:
         backend.close()
 
@@ -441,7 +440,6 @@ async def test_time_limit_stops_a_query_that_runs_forever(db: Db, tmp_path: Path
     outcome = await _ask(query, FOREVER)
     assert outcome.error is not None and outcome.error.type == "timeout", outcome.error
     assert "0.3s time limit" in outcome.error.message
-    assert outcome.duration_ms < 3000
     assert _rows(await _ask(query, "SELECT 2")) == [[2]]  # the connection survived
 
 
@@ -523,10 +521,31 @@ async def test_no_url_uses_the_demo_shop_built_once(tmp_path: Path) -> None:
 # --- the demo shop ----------------------------------------------------------------------
 
 
-def test_demo_shop_is_fast_deterministic_and_atomic(tmp_path: Path) -> None:
-    started = time.perf_counter()
-    first = build_shop_db(tmp_path / "a" / "shop.db")
-    assert time.perf_counter() - started < 1.0
+def test_demo_shop_is_one_transaction_deterministic_and_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite3, "connect", traced)
+        first = build_shop_db(tmp_path / "a" / "shop.db")
+    # What keeps the build fast: every row goes in one transaction (one commit, one sync),
+    # not a transaction per row.
+    kinds = [s.split(None, 1)[0].upper() for s in statements]
+    assert kinds.count("BEGIN") == kinds.count("COMMIT") == 1
+    begin, commit = kinds.index("BEGIN"), kinds.index("COMMIT")
+    assert "INSERT" not in kinds[:begin] + kinds[commit:]
+    with sqlite3.connect(first) as conn:
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables)
+    conn.close()
+    assert kinds.count("INSERT") == rows > 0
     digest = sha256(first)
     assert sha256(build_shop_db(first)) == digest  # rebuilt in place: identical
     assert sha256(build_shop_db(tmp_path / "b" / "shop.db")) == digest

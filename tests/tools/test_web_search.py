@@ -67,6 +67,7 @@ class LocalServer:
         self.reply = reply
         self.requests: list[tuple[str, str, bytes]] = []  # method, path with query, body
         self.received = threading.Event()
+        self.done = threading.Event()  # a request was handled to its end (a stall: released)
         self.release = threading.Event()
         server = self
 
@@ -75,14 +76,17 @@ class LocalServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 server.requests.append((self.command, self.path, self.rfile.read(length)))
                 server.received.set()
-                if server.reply.stall:
-                    server.release.wait(timeout=60)  # bounded: a broken test cannot hang
-                    return
-                self.send_response(server.reply.status)
-                self.send_header("Content-Type", server.reply.content_type)
-                self.send_header("Content-Length", str(len(server.reply.body)))
-                self.end_headers()
-                self.wfile.write(server.reply.body)
+                try:
+                    if server.reply.stall:
+                        server.release.wait(timeout=60)  # bounded: a broken test cannot hang
+                        return
+                    self.send_response(server.reply.status)
+                    self.send_header("Content-Type", server.reply.content_type)
+                    self.send_header("Content-Length", str(len(server.reply.body)))
+                    self.end_headers()
+                    self.wfile.write(server.reply.body)
+                finally:
+                    server.done.set()
 
             do_GET = answer
             do_POST = answer
@@ -230,8 +234,8 @@ async def test_ddgs_refused_connection_is_search_unavailable(
     outcome = await make_web_search_tool(_settings(tmp_path)).run({"query": "python"})
     kind, message = _error(outcome)
     assert kind == "search_unavailable"
-    assert "ddgs (duckduckgo)" in message
-    assert outcome.duration_ms < 5_000
+    assert "ddgs (duckduckgo)" in message  # ddgs's own error: the refusal, not our deadline
+    assert "no answer within" not in message
 
 
 async def test_ddgs_stall_is_cut_at_the_deadline_not_at_ddgs_timeout(
@@ -248,8 +252,9 @@ async def test_ddgs_stall_is_cut_at_the_deadline_not_at_ddgs_timeout(
         "search_unavailable",
         "web search is unavailable: no answer within 0.5s",
     )
-    assert server.received.is_set()  # it really was waiting on the server
-    assert outcome.duration_ms < 3_000
+    # it really was waiting on the server, and gave up while the server still held the
+    # request: the tool's deadline answered, not the end of the request
+    assert server.received.is_set() and not server.done.is_set()
 
 
 async def test_ddgs_without_network_fails_fast(tmp_path: Path) -> None:
@@ -266,8 +271,8 @@ async def test_ddgs_without_network_fails_fast(tmp_path: Path) -> None:
 
     kind, message = _error(outcome)
     assert kind == "search_unavailable"
-    assert "DNS" in message
-    assert outcome.duration_ms < min(10_000, settings.tools.web_search.timeout_s * 1000)
+    assert "DNS" in message  # the resolver's failure, not the tool's deadline running out
+    assert "no answer within" not in message
 
 
 # --- SearxNG ------------------------------------------------------------------------------
@@ -380,8 +385,7 @@ async def test_searxng_stall_is_cut_at_the_deadline(
     assert kind == "search_unavailable"
     # Either our deadline or httpx's read timeout (set to the same budget) fires first.
     assert "no answer within 0.5s" in message or "ReadTimeout" in message
-    assert server.received.is_set()
-    assert outcome.duration_ms < 3_000
+    assert server.received.is_set() and not server.done.is_set()  # still held there
 
 
 @pytest.mark.parametrize(
@@ -428,12 +432,15 @@ class _BlockedBackend:
     def __init__(self) -> None:
         self.release = threading.Event()
         self.started = 0
+        self.finished = 0
         self._lock = threading.Lock()
 
     def search(self, query: str, max_results: int, deadline_s: float) -> list[SearchResult]:
         with self._lock:
             self.started += 1
         self.release.wait(timeout=60)  # bounded: a broken test cannot hang
+        with self._lock:
+            self.finished += 1
         return []
 
 
@@ -446,15 +453,15 @@ async def test_abandoned_searches_cannot_pile_up(tmp_path: Path) -> None:
         assert {_error(o) for o in first} == {
             ("search_unavailable", "web search is unavailable: no answer within 0.3s")
         }
-        assert backend.started == _MAX_WORKERS
+        assert (backend.started, backend.finished) == (_MAX_WORKERS, 0)
 
         # One more waits for a worker until its own deadline, then gives up without starting.
         extra = await tool.run({"query": "q"})
         kind, message = _error(extra)
         assert kind == "search_unavailable"
         assert f"busy: {_MAX_WORKERS} earlier searches are still running" in message
-        assert extra.duration_ms < 3_000
-        assert backend.started == _MAX_WORKERS
+        # it gave up while every earlier search was still blocked: it did not wait for one
+        assert backend.started == _MAX_WORKERS and backend.finished == 0
         workers = [t for t in threading.enumerate() if t.name.startswith("tierflow-web-search")]
         assert len(workers) <= _MAX_WORKERS
     finally:

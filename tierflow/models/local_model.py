@@ -9,7 +9,7 @@ sha256, so a tampered or partial install is refused instead of loaded.
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.metadata
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,8 @@ class ModelAsset:
     file_name: str
     sha256: str
     size: int
+    # the chunk packages, in order: each installs ``<name>/data/<chunk>.bin`` (read as a
+    # data file through the package's installed file list, never imported)
     part_modules: tuple[str, ...]
 
 
@@ -40,16 +42,24 @@ _CHUNK = 1 << 20
 
 
 def _part_paths(asset: ModelAsset) -> list[Path]:
+    """The chunk files, found through the installed packages' file lists.
+
+    The chunk packages are read as data and never imported: importing one would run its
+    code before the checksum in :func:`ensure_model` says whether the install can be trusted.
+    """
     paths = []
     for module_name in asset.part_modules:
         try:
-            module = importlib.import_module(module_name)
-        except ImportError:
+            files = importlib.metadata.files(module_name) or []
+        except importlib.metadata.PackageNotFoundError:
+            files = []
+        chunks = [f for f in files if f.parts[:2] == (module_name, "data") and f.suffix == ".bin"]
+        if len(chunks) != 1:
             raise LocalModelError(
-                f"embedded model package '{module_name}' is not installed; "
-                "install the extra: pip install 'tierflow[local]'"
-            ) from None
-        paths.append(Path(module.get_part_path()))
+                f"embedded model package '{module_name}' is not installed (or has no "
+                "chunk file); install the extra: pip install 'tierflow[local]'"
+            )
+        paths.append(Path(chunks[0].locate()))
     return paths
 
 
