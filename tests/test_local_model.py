@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from tierflow.errors import LocalModelError
-from tierflow.local_model import DEFAULT_MODEL, ModelAsset, ensure_model
+from tierflow.models.local_model import DEFAULT_MODEL, ModelAsset, ensure_model
 
 pytestmark = pytest.mark.embedded
 
 _ASSEMBLE = """
 import json, sys
-from tierflow.local_model import resolve_model_path
+from tierflow.models.local_model import resolve_model_path
 from tierflow.settings import load_settings
 path = resolve_model_path(None, load_settings().cache_dir)
 print(json.dumps({"path": str(path), "modules": sorted(sys.modules)}))
