@@ -82,15 +82,16 @@ def step_from_result(node: str, tier: str, result: TierResult, started: float) -
     )
 
 
-def degraded_step(node: str, tier: str, attempts: list[tuple[str, str]], started: float) -> Step:
+def degraded_step(node: str, tier: str, attempts: list[Attempt], started: float) -> Step:
+    """The step of a node whose tier gave no answer, with each attempt as the chain kept it."""
     return Step(
         node=node,
         tier=tier,
         backend=None,
         model=None,
-        fallback_from=attempts[0][0] if attempts else None,
-        fallback_reason="; ".join(f"{b}: {r}" for b, r in attempts),
-        attempts=[Attempt(backend=b, outcome="failed", reason=r) for b, r in attempts],
+        fallback_from=attempts[0].backend if attempts else None,
+        fallback_reason="; ".join(f"{a.backend}: {a.summary()}" for a in attempts),
+        attempts=list(attempts),
         degraded=True,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
@@ -196,12 +197,15 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
             attempts = (
                 exc.attempts
                 if isinstance(exc, TierExhausted)
-                else [("(tier)", f"timed out after {agent.limits.timeout_s:g}s")]
+                else [
+                    Attempt(
+                        backend="(tier)",
+                        outcome="failed",
+                        reason=f"timed out after {agent.limits.timeout_s:g}s",
+                    )
+                ]
             )
             step = degraded_step(agent.name, tier.name, attempts, started)
-            records = getattr(exc, "records", None)  # the chain's full attempts, if kept
-            if records:
-                step.attempts = list(records)
             why = f"every backend of the '{tier.name}' tier failed"
             if isinstance(exc, ResidencyExhausted):
                 why = (

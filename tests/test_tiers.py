@@ -66,7 +66,12 @@ async def test_every_backend_down_raises_tier_exhausted_with_each_reason() -> No
     with pytest.raises(TierExhausted) as info:
         await tier.ainvoke(Q)
     assert info.value.tier == "reasoning"
-    assert [r for _, r in info.value.attempts] == ["TimeoutError: slow", "RuntimeError: boom"]
+    assert [a.reason for a in info.value.attempts] == ["TimeoutError: slow", "RuntimeError: boom"]
+    assert [a.outcome for a in info.value.attempts] == ["failed", "failed"]
+    assert str(info.value) == (
+        "tier 'reasoning' exhausted (scripted:reasoning-0: TimeoutError: slow; "
+        "scripted:reasoning-1: RuntimeError: boom)"
+    )
 
 
 async def test_sensitive_calls_never_reach_a_hosted_backend() -> None:

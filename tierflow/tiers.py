@@ -38,7 +38,6 @@ from tierflow.errors import BackendUnavailable, ConfigError, TierExhausted
 from tierflow.record import Attempt, Usage
 from tierflow.resilience import (
     PARTIAL_MARK,
-    ChainExhausted,
     Failure,
     ResidencyExhausted,
     RetryPolicy,
@@ -294,7 +293,7 @@ class Tier:
         if any(a.outcome == "skipped" for a in attempts):
             why = "the tier is local_only" if self.local_only else "the data is sensitive"
             return ResidencyExhausted(self.name, attempts, why)
-        return ChainExhausted(self.name, attempts)
+        return TierExhausted(self.name, attempts)
 
 
 def _failed(

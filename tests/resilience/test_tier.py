@@ -226,8 +226,8 @@ async def test_sensitive_calls_stop_cleanly_when_no_local_backend_is_left(tmp_pa
         assert "openai:gpt-4o: residency: sensitive data" in text
         assert "vllm:x: APIConnectionError" in text or "vllm:x: OpenAIConnectionError" in text
         assert hosted.requests == []  # never traded residency for an answer
-        records = info.value.records
-        assert [(a.outcome, a.failure) for a in records] == [
+        attempts = info.value.attempts
+        assert [(a.outcome, a.failure) for a in attempts] == [
             ("skipped", None),
             ("failed", "connect"),
         ]
