@@ -157,7 +157,7 @@ async def _repair(
         "Reply again with only the corrected JSON."
     )
     try:
-        result = await tier.ainvoke(
+        result = await tier.acall(
             [*messages, AIMessage(text), ask],
             output_type=agent.output_type,
             sensitive=sensitive,
@@ -190,7 +190,7 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
         )
         try:
             async with asyncio.timeout(agent.limits.timeout_s):
-                result = await tier.ainvoke(
+                result = await tier.acall(
                     messages, plan=plan, sensitive=sensitive, retry=agent.retry
                 )
         except (TierExhausted, TimeoutError) as exc:

@@ -182,7 +182,7 @@ class _Tally:
 async def _ask(tier: Tier, entry: dict[str, Any], tools: list[Tool]) -> _Reply:
     started = time.perf_counter()
     try:
-        result = await tier.ainvoke(
+        result = await tier.acall(
             bfcl_messages(entry), plan=AgentTurnPlan(tools, None, True), max_tokens=MAX_TOKENS
         )
     except TierExhausted as exc:  # the item is a miss; say why (e.g. "invalid output")

@@ -103,7 +103,7 @@ def planner_graph(tiers: TierSet, *, planner_tier: str, executor: Agent) -> Stat
             HumanMessage(question),
         ]
         try:
-            result = await tier.ainvoke(
+            result = await tier.acall(
                 prompt, output_type=Plan, sensitive=bool(state.get("sensitive"))
             )
         except TierExhausted as exc:
@@ -171,7 +171,7 @@ def supervisor_graph(
             *state.get("messages", []),
         ]
         try:
-            result = await tier.ainvoke(
+            result = await tier.acall(
                 prompt, output_type=decision_type, sensitive=bool(state.get("sensitive"))
             )
         except TierExhausted as exc:

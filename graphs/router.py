@@ -92,7 +92,7 @@ def router_node(
             )
         messages = [SystemMessage(instructions), HumanMessage(question)]
         try:
-            result = await the_tier.ainvoke(
+            result = await the_tier.acall(
                 messages, output_type=decision_type, sensitive=bool(state.get("sensitive"))
             )
         except TierExhausted as exc:
