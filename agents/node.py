@@ -27,7 +27,7 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, StateGraph
 from langgraph.types import interrupt
 from pydantic import ValidationError
@@ -50,7 +50,7 @@ from tierflow.resilience import ResidencyExhausted
 from tierflow.state import GraphState
 from tierflow.telemetry import trace_agent, trace_tool_call
 from tierflow.tiers import Tier, TierResult, TierSet, parse_structured
-from tierflow.tools.tool import UNAVAILABLE, ToolOutcome
+from tierflow.tools.tool import UNAVAILABLE, ToolContext, ToolOutcome
 
 
 class NodeFn(Protocol):
@@ -308,6 +308,22 @@ async def _guard_answer(
     return answer_after(result, text), verdict_records(result)
 
 
+def _tool_context(state: GraphState) -> ToolContext:
+    """What a tool may know of this run: the LangGraph config's thread id, ``deps`` and
+    ``settings`` (``configurable``), and the state's sensitive flag."""
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:  # called outside a LangGraph run
+        configurable = {}
+    thread_id = configurable.get("thread_id")
+    return ToolContext(
+        thread_id=str(thread_id) if thread_id is not None else None,
+        sensitive=bool(state.get("sensitive")),
+        settings=configurable.get("settings"),
+        deps=configurable.get("deps"),
+    )
+
+
 def tools_node(agent: Agent) -> NodeFn:
     """Runs the tool calls of ``agent``'s last turn, in parallel, after any approvals."""
 
@@ -341,6 +357,7 @@ def tools_node(agent: Agent) -> NodeFn:
 
         guards = current_guards()
         verdicts: list[dict[str, Any]] = []
+        context = _tool_context(state)
 
         @trace_tool_call(agent)
         async def one(call: ToolCall) -> ToolMessage:
@@ -365,7 +382,7 @@ def tools_node(agent: Agent) -> NodeFn:
             elif call["id"] in gated_ids and not approved:
                 outcome = ToolOutcome.failure("rejected", "a human reviewer rejected this call")
             else:
-                outcome = await tool.run(args)
+                outcome = await tool.run(args, context)
             content = outcome.for_model()
             if guards is not None and blocked is None:
                 content, outcome = await guard_tool_result(
