@@ -44,9 +44,7 @@ def _tier(tmp_path: Path, *servers: ScriptedServer) -> Tier:
         one = settings.model_copy(
             update={"backends": settings.backends.model_copy(update={"vllm": vllm})}
         )
-        backend = build_backend(BackendRef.parse(f"vllm:b{i}"), one)
-        backend.tool_mode = "native"  # as a hosted backend is
-        backends.append(backend)
+        backends.append(build_backend(BackendRef.parse(f"vllm:b{i}"), one))
     return Tier(name="reasoning", backends=backends)
 
 
@@ -57,32 +55,47 @@ def _attempts(message: AIMessage) -> list[Attempt]:
 async def test_bind_tools_falls_back_and_the_answer_records_both_attempts(
     tmp_path: Path,
 ) -> None:
-    with ScriptedServer() as primary, ScriptedServer() as fallback:
+    with ScriptedServer() as primary, ScriptedServer(flavor="mistral") as fallback:
         primary.enqueue(Fault.status(500))
         fallback.enqueue(Reply.tool_calls([("get_weather", {"city": "Paris"})]))
-        tier = _tier(tmp_path, primary, fallback)
+        settings = fast_settings(
+            tmp_path / "state",
+            backends={
+                "vllm": {"base_url": primary.base_url},
+                "mistral": {"base_url": fallback.base_url, "api_key": "k"},
+            },
+            resilience={"retry": {"max_attempts": 1}},
+        )
+        chain = ("vllm:primary", "mistral:mistral-large-latest")
+        backends = [build_backend(BackendRef.parse(b), settings) for b in chain]
+        tier = Tier(name="reasoning", backends=backends)
         assert isinstance(tier, BaseChatModel)
 
         reply = await tier.bind_tools([get_weather], tool_choice="any").ainvoke(Q)
 
-        sent = fallback.requests[0].body
+        to_primary, to_fallback = primary.requests[0].body, fallback.requests[0].body
     assert isinstance(reply, AIMessage)
     [call] = reply.tool_calls
     assert (call["name"], call["args"]) == ("get_weather", {"city": "Paris"})
     meta = reply.response_metadata["tierflow"]
-    assert (meta["tier"], meta["backend"], meta["partial"]) == ("reasoning", "vllm:b1", False)
+    assert (meta["tier"], meta["backend"], meta["partial"]) == (
+        "reasoning",
+        "mistral:mistral-large-latest",
+        False,
+    )
     first, second = _attempts(reply)
     assert (first.backend, first.outcome, first.status_code, first.failure) == (
-        "vllm:b0",
+        "vllm:primary",
         "failed",
         500,
         "server",
     )
-    assert (second.backend, second.outcome) == ("vllm:b1", "ok")
-    # the tools went natively, formatted by the backend's own client ("any" -> "required")
-    assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
-    assert sent["tools"][0]["function"]["parameters"] == get_weather.parameters
-    assert sent["tool_choice"] == "required"
+    assert (second.backend, second.outcome) == ("mistral:mistral-large-latest", "ok")
+    # natively, each formatted by its backend's own client: OpenAI has no "any"
+    for body in (to_primary, to_fallback):
+        assert [t["function"]["name"] for t in body["tools"]] == ["get_weather"]
+        assert body["tools"][0]["function"]["parameters"] == get_weather.parameters
+    assert (to_primary["tool_choice"], to_fallback["tool_choice"]) == ("required", "any")
 
 
 async def test_an_open_breaker_is_skipped_and_recorded_without_a_request(tmp_path: Path) -> None:
