@@ -31,7 +31,7 @@ from tierflow.record import Attempt, RunRecord, Step, Usage
 from tierflow.run import Runner
 from tierflow.settings import BackendKind, BackendRef, TierflowSettings, load_settings
 from tierflow.tiers import Tier, TierResult, TierSet
-from tierflow.tools import Tool, ToolError, ToolOutcome, ToolPolicy, tool
+from tierflow.tools import Tool, ToolContext, ToolError, ToolOutcome, ToolPolicy, tool
 
 __version__ = "0.1.0"
 
@@ -62,6 +62,7 @@ __all__ = [
     "TierflowError",
     "TierflowSettings",
     "Tool",
+    "ToolContext",
     "ToolError",
     "ToolOutcome",
     "ToolPolicy",
