@@ -213,8 +213,10 @@ class Tier(BaseChatModel):
         reply.response_metadata["tierflow"]["backend"]      # e.g. "vllm:qwen"
         reply.response_metadata["tierflow"]["attempts"]     # each backend, tried or skipped
 
-    It is async only (the backends' clients are); ``astream`` yields the whole answer
-    once, while the tokens a backend streams reach LangGraph's ``messages`` stream.
+    When no backend answers, :class:`TierExhausted` (with every attempt) is raised, as
+    from :meth:`acall`. It is async only (the backends' clients are); ``astream`` yields
+    the whole answer once, while the tokens a backend streams reach LangGraph's
+    ``messages`` stream.
     """
 
     name: str

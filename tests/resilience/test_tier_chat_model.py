@@ -1,13 +1,14 @@
 """A tier used as a LangChain chat model (bind_tools, with_structured_output, ainvoke,
 astream, and inside a custom LangGraph node) still walks its chain with retries and
 breakers, and says in ``response_metadata`` who answered and why the others did not.
-Real OpenAI clients against ScriptedServers."""
+Real OpenAI and Mistral clients against ScriptedServers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import START, MessagesState, StateGraph
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from tierflow.backends import build_backend
 from tierflow.record import Attempt
+from tierflow.resilience import ResidencyExhausted
 from tierflow.settings import BackendRef
 from tierflow.testing import Fault, Reply, ScriptedServer
 from tierflow.tiers import Tier
@@ -162,3 +164,24 @@ async def test_astream_and_a_custom_langgraph_node_get_the_same_record(tmp_path:
     answer = out["messages"][-1]
     assert answer.content == "hello from b1"
     assert [a.outcome for a in _attempts(answer)] == ["failed", "ok"]
+
+
+async def test_a_sensitive_call_keeps_residency_and_raises_with_the_attempts(
+    tmp_path: Path,
+) -> None:
+    with ScriptedServer() as hosted:
+        hosted.set_default(Reply.text("hosted answer"))
+        settings = fast_settings(
+            tmp_path / "state", backends={"openai": {"base_url": hosted.base_url, "api_key": "k"}}
+        )
+        hosted_backend = build_backend(BackendRef.parse("openai"), settings)
+        tier = Tier(name="reasoning", backends=[hosted_backend])
+
+        with pytest.raises(ResidencyExhausted) as info:
+            await tier.bind(sensitive=True).ainvoke(Q)
+        plain = await tier.ainvoke(Q)
+
+        requests = len(hosted.requests)
+    [skipped] = info.value.attempts
+    assert (skipped.outcome, skipped.reason) == ("skipped", "residency: sensitive data")
+    assert plain.content == "hosted answer" and requests == 1  # only the non-sensitive call
