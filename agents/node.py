@@ -32,6 +32,7 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
+from langgraph.config import get_config
 from langgraph.graph import END, StateGraph
 from langgraph.types import Send, interrupt
 from pydantic import ValidationError
@@ -62,7 +63,7 @@ from tierflow.record import Attempt, ToolCallRecord
 from tierflow.resilience import ResidencyExhausted
 from tierflow.state import GraphState, run_messages
 from tierflow.telemetry import trace_agent, trace_tool_call
-from tierflow.tools.tool import UNAVAILABLE, ToolOutcome
+from tierflow.tools.tool import UNAVAILABLE, ToolContext, ToolOutcome
 
 __all__ = [
     "NodeFn",
@@ -322,6 +323,22 @@ def _decision(value: Any) -> tuple[bool, dict[str, Any] | None]:
     return value in (True, "approve", "approved", "yes"), None
 
 
+def _tool_context(state: Mapping[str, Any]) -> ToolContext:
+    """What a tool may know of this run: the LangGraph config's thread id, ``deps`` and
+    ``settings`` (``configurable``), and the state's sensitive flag."""
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:  # called outside a LangGraph run
+        configurable = {}
+    thread_id = configurable.get("thread_id")
+    return ToolContext(
+        thread_id=str(thread_id) if thread_id is not None else None,
+        sensitive=bool(state.get("sensitive")),
+        settings=configurable.get("settings"),
+        deps=configurable.get("deps"),
+    )
+
+
 def tools_node(agent: Agent) -> NodeFn:
     """Runs one tool call of ``agent``'s last turn (sent by :func:`add_agent`'s edge)."""
 
@@ -378,7 +395,7 @@ def tools_node(agent: Agent) -> NodeFn:
             )
         else:
             async with spending(state):  # the run's wall-time budget bounds tools too
-                outcome = await tool.run(args)
+                outcome = await tool.run(args, _tool_context(state))
         content = outcome.for_model()
         if blocked is None and not rejected:
             content, outcome = await guard_tool_result(

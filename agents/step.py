@@ -57,26 +57,15 @@ def step_from_result(node: str, tier: str, result: TierResult, started: float) -
     )
 
 
-def exhausted_attempts(exc: TierExhausted) -> list[Attempt]:
-    """Every attempt a failed chain made, with its retries and breaker state."""
-    records = getattr(exc, "records", None)
-    if records:
-        return list(records)
-    return [
-        a if isinstance(a, Attempt) else Attempt(backend=a[0], outcome="failed", reason=a[1])
-        for a in exc.attempts
-    ]
-
-
 def degraded_step(node: str, tier: str, attempts: Sequence[Attempt], started: float) -> Step:
-    failed = [a for a in attempts if a.outcome != "ok"]
+    """The step of a node whose tier gave no answer, with each attempt as the chain kept it."""
     return Step(
         node=node,
         tier=tier,
         backend=None,
         model=None,
         fallback_from=attempts[0].backend if attempts else None,
-        fallback_reason="; ".join(f"{a.backend}: {a.reason or a.outcome}" for a in failed),
+        fallback_reason="; ".join(f"{a.backend}: {a.summary()}" for a in attempts),
         attempts=list(attempts),
         degraded=True,
         duration_ms=_ms(started),
@@ -119,13 +108,11 @@ class ModelStep:
         kwargs.setdefault("sensitive", self.sensitive)
         async with spending(self.state) as spend:
             try:
-                result = await self.tier.ainvoke(messages, **kwargs)
+                result = await self.tier.acall(messages, **kwargs)
             except TierExhausted as exc:
                 self._add_spend(spend)
                 self.failure = exc
-                self.step = degraded_step(
-                    self.node, self.tier.name, exhausted_attempts(exc), self.started
-                )
+                self.step = degraded_step(self.node, self.tier.name, exc.attempts, self.started)
                 return None
             self._add_spend(spend)
         if self.step is None:

@@ -183,11 +183,11 @@ class _Tally:
 async def _ask(tier: Tier, entry: dict[str, Any], tools: list[Tool]) -> _Reply:
     started = time.perf_counter()
     try:
-        result = await tier.ainvoke(
+        result = await tier.acall(
             bfcl_messages(entry), plan=AgentTurnPlan(tools, None, True), max_tokens=MAX_TOKENS
         )
     except TierExhausted as exc:  # the item is a miss; say why (e.g. "invalid output")
-        why = exc.attempts[-1][1].split(":")[0] if exc.attempts else "no attempt"
+        why = exc.attempts[-1].summary().split(":")[0] if exc.attempts else "no attempt"
         return _Reply(None, time.perf_counter() - started, failure=why)
     assert isinstance(result.parsed, ModelTurn)
     return _Reply(result.parsed, time.perf_counter() - started, result.usage)

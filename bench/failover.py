@@ -108,7 +108,7 @@ def _summary(ms: Sequence[float]) -> dict[str, float]:
 
 async def _timed(tier: Tier) -> tuple[float, Any]:
     started = time.perf_counter()
-    result = await tier.ainvoke(Q)
+    result = await tier.acall(Q)
     return (time.perf_counter() - started) * 1000, result
 
 

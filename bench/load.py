@@ -195,7 +195,7 @@ async def _sequential(state_dir: Path) -> float:
 _PARTS = (
     ("runner (Runner._run: checks, LangGraph loop, record)", "tierflow/run.py", "_run"),
     ("LangGraph loop (astream; nodes run in tasks)", "langgraph/pregel/main.py", "astream"),
-    ("model calls (tier chain + langchain-core)", "tierflow/tiers.py", "ainvoke"),
+    ("model calls (tier chain + langchain-core)", "tierflow/tiers.py", "acall"),
     ("guardrail stages", "guardrails/runtime.py", "check"),
     ("telemetry spans", "tierflow/_telemetry_spans.py", "span"),
     ("checkpoint writes (main-thread side)", "checkpoint/sqlite/aio.py", "aput"),

@@ -83,7 +83,7 @@ async def test_structured_output_sends_a_strict_json_schema(
             }
         )
         srv.enqueue(Reply.json({"route": "code"}))
-        result = await TierSet.from_settings(settings)["t"].ainvoke(Q, output_type=Route)
+        result = await TierSet.from_settings(settings)["t"].acall(Q, output_type=Route)
         assert result.parsed == Route(route="code")
         fmt = srv.requests[-1].body["response_format"]
         assert fmt["type"] == "json_schema"
@@ -113,7 +113,7 @@ async def test_chain_falls_back_from_a_dead_backend_to_the_next(tmp_path: Path) 
         )
         srv.enqueue(Reply.text("from openai"))
         tier = TierSet.from_settings(settings)["reasoning"]
-        result = await tier.ainvoke(Q)
+        result = await tier.acall(Q)
         assert result.message.content == "from openai"
         assert result.backend.id == "openai:gpt-4o"
         assert result.fallback_from == "mistral:mistral-large-latest"
@@ -144,7 +144,7 @@ async def test_a_failing_hosted_call_falls_back_with_a_reason(tmp_path: Path, fa
         )
         hosted.enqueue(fault)
         vllm.enqueue(Reply.text("self-hosted answer"))
-        result = await TierSet.from_settings(settings)["reasoning"].ainvoke(Q)
+        result = await TierSet.from_settings(settings)["reasoning"].acall(Q)
         assert result.message.content == "self-hosted answer"
         assert result.attempts[0].outcome == "failed" and result.attempts[0].reason
         assert len(hosted.requests) == 1  # SDK retries are off: this layer owns the budget
@@ -160,7 +160,7 @@ async def test_stalled_backend_is_cut_by_the_request_timeout(tmp_path: Path) -> 
         )
         srv.enqueue(Fault.stall(seconds=30))
         with pytest.raises(TierExhausted, match="Timeout"):
-            await TierSet.from_settings(settings)["reasoning"].ainvoke(Q)
+            await TierSet.from_settings(settings)["reasoning"].acall(Q)
 
 
 async def test_probe_reports_auth_failure_and_unreachable(tmp_path: Path) -> None:

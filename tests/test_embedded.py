@@ -35,7 +35,7 @@ async def test_embedded_server_answers_under_constrained_decoding(
 ) -> None:
     backend = LocalBackend(BackendRef.parse("local"), settings=settings)
     tier = Tier(name="router", backends=[backend])
-    result = await tier.ainvoke(
+    result = await tier.acall(
         [SystemMessage("Classify the review."), HumanMessage("I loved it, wonderful product!")],
         output_type=Sentiment,
     )

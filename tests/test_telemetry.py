@@ -333,11 +333,11 @@ async def test_unavailable_and_residency_skips_are_fallback_events(
             ScriptedBackend(ScriptedChatModel(default="ok"), id="local"),
         ],
     )
-    await tier.ainvoke([AIMessage("x")])
-    await tier.ainvoke([AIMessage("x")], sensitive=True)
+    await tier.acall([AIMessage("x")])
+    await tier.acall([AIMessage("x")], sensitive=True)
     # outside any run the events land on the current span: give them one
     with telemetry.tracer().start_as_current_span("probe"):
-        await tier.ainvoke([AIMessage("x")], sensitive=True)
+        await tier.acall([AIMessage("x")], sensitive=True)
     spans = otel.spans()
     probe_span = next(s for s in spans if s.name == "probe")
     assert at(probe_span)["tierflow.residency.pinned"] == "sensitive data"

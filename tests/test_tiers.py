@@ -19,7 +19,7 @@ Q = [HumanMessage("hi")]
 
 async def test_first_backend_answers_without_fallback() -> None:
     a = ScriptedChatModel().enqueue("one")
-    result = await scripted_tier("t", a, ScriptedChatModel()).ainvoke(Q)
+    result = await scripted_tier("t", a, ScriptedChatModel()).acall(Q)
     assert result.message.content == "one"
     assert result.fallback_from is None and result.fallback_reason is None
     assert [x.outcome for x in result.attempts] == ["ok"]
@@ -35,7 +35,7 @@ async def test_unavailable_backend_is_skipped_without_a_call() -> None:
             ScriptedBackend(local, id="local"),
         ],
     )
-    result = await tier.ainvoke(Q)
+    result = await tier.acall(Q)
     assert result.backend.id == "local"
     assert hosted.calls == []
     assert result.fallback_from == "mistral:x"
@@ -49,7 +49,7 @@ async def test_unavailable_backend_is_skipped_without_a_call() -> None:
 async def test_failure_moves_the_chain_on_and_records_the_error() -> None:
     broken = ScriptedChatModel().enqueue(ConnectionError("connection refused"))
     ok = ScriptedChatModel().enqueue("fine")
-    result = await scripted_tier("t", broken, ok).ainvoke(Q)
+    result = await scripted_tier("t", broken, ok).acall(Q)
     assert result.message.content == "fine"
     failed = result.attempts[0]
     assert failed.outcome == "failed"
@@ -64,9 +64,14 @@ async def test_every_backend_down_raises_tier_exhausted_with_each_reason() -> No
         ScriptedChatModel().enqueue(RuntimeError("boom")),
     )
     with pytest.raises(TierExhausted) as info:
-        await tier.ainvoke(Q)
+        await tier.acall(Q)
     assert info.value.tier == "reasoning"
-    assert [r for _, r in info.value.attempts] == ["TimeoutError: slow", "RuntimeError: boom"]
+    assert [a.reason for a in info.value.attempts] == ["TimeoutError: slow", "RuntimeError: boom"]
+    assert [a.outcome for a in info.value.attempts] == ["failed", "failed"]
+    assert str(info.value) == (
+        "tier 'reasoning' exhausted (scripted:reasoning-0: TimeoutError: slow; "
+        "scripted:reasoning-1: RuntimeError: boom)"
+    )
 
 
 async def test_sensitive_calls_never_reach_a_hosted_backend() -> None:
@@ -76,7 +81,7 @@ async def test_sensitive_calls_never_reach_a_hosted_backend() -> None:
         name="reasoning",
         backends=[ScriptedBackend(hosted, id="openai:gpt-4o", local=False), ScriptedBackend(local)],
     )
-    result = await tier.ainvoke(Q, sensitive=True)
+    result = await tier.acall(Q, sensitive=True)
     assert result.message.content == "local"
     assert hosted.calls == []
     assert result.attempts[0].reason == "residency: sensitive data"
@@ -85,13 +90,13 @@ async def test_sensitive_calls_never_reach_a_hosted_backend() -> None:
         name="r", backends=[ScriptedBackend(hosted, id="openai:gpt-4o", local=False)]
     )
     with pytest.raises(TierExhausted, match="residency"):
-        await only_hosted.ainvoke(Q, sensitive=True)
+        await only_hosted.acall(Q, sensitive=True)
     assert hosted.calls == []
 
 
 async def test_structured_output_is_constrained_and_validated() -> None:
     model = ScriptedChatModel().enqueue({"value": 42})
-    result = await scripted_tier("t", model).ainvoke(Q, output_type=Answer)
+    result = await scripted_tier("t", model).acall(Q, output_type=Answer)
     assert result.parsed == Answer(value=42)
     fmt = model.calls[0].kwargs["response_format"]
     assert fmt == strict_schema(Answer)
@@ -102,7 +107,7 @@ async def test_structured_output_is_constrained_and_validated() -> None:
 async def test_invalid_structured_output_falls_back() -> None:
     bad = ScriptedChatModel().enqueue("not json at all")
     good = ScriptedChatModel().enqueue('```json\n{"value": 7}\n```')
-    result = await scripted_tier("t", bad, good).ainvoke(Q, output_type=Answer)
+    result = await scripted_tier("t", bad, good).acall(Q, output_type=Answer)
     assert result.parsed == Answer(value=7)
     assert result.attempts[0].reason is not None
     assert result.attempts[0].reason.startswith("invalid output")
@@ -115,6 +120,6 @@ async def test_cost_comes_from_the_price_table() -> None:
         backends=[ScriptedBackend(model, id="openai:gpt-4o", local=False)],
         prices={"openai:gpt-4o": Price(input=2.0, output=10.0)},
     )
-    result = await tier.ainvoke(Q)
+    result = await tier.acall(Q)
     assert (result.usage.input_tokens, result.usage.output_tokens) == (1, 4)
     assert result.usage.cost_usd == pytest.approx((1 * 2.0 + 4 * 10.0) / 1e6)

@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "TierResult": "tierflow.models.tiers",
     "TierSet": "tierflow.models.tiers",
     "Tool": "tierflow.tools.tool",
+    "ToolContext": "tierflow.tools.tool",
     "ToolError": "tierflow.tools.tool",
     "ToolOutcome": "tierflow.tools.tool",
     "ToolPolicy": "tierflow.tools.tool",
@@ -93,6 +94,7 @@ __all__ = [
     "TierflowError",
     "TierflowSettings",
     "Tool",
+    "ToolContext",
     "ToolError",
     "ToolOutcome",
     "ToolPolicy",
@@ -163,4 +165,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
     from tierflow.runner.runner import Runner
     from tierflow.settings import BackendKind, BackendRef, TierflowSettings, load_settings
     from tierflow.state import GraphState
-    from tierflow.tools.tool import Tool, ToolError, ToolOutcome, ToolPolicy, tool
+    from tierflow.tools.tool import (
+        Tool,
+        ToolContext,
+        ToolError,
+        ToolOutcome,
+        ToolPolicy,
+        tool,
+    )

@@ -8,6 +8,12 @@ missing): the CLI prints one line and exits 1. Anything else is a bug.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tierflow.record import Attempt
+
 
 class TierflowError(Exception):
     """Base of every error tierflow raises on purpose."""
@@ -34,13 +40,19 @@ class BackendUnavailable(RunError):
 
 
 class TierExhausted(RunError):
-    """Every backend of a tier was unavailable or failed; ``attempts`` says why for each."""
+    """Every backend of a tier was unavailable or failed.
 
-    def __init__(self, tier: str, attempts: list[tuple[str, str]]) -> None:
+    ``attempts`` holds each backend's :class:`~tierflow.record.Attempt` as the chain
+    recorded it (outcome such as ``breaker_open``, retries, failure class); the message
+    lists each backend's reason on one line.
+    """
+
+    def __init__(self, tier: str, attempts: Sequence[Attempt]) -> None:
         self.tier = tier
-        self.attempts = attempts
-        detail = "; ".join(f"{backend}: {reason}" for backend, reason in attempts) or "no backends"
-        super().__init__(f"tier '{tier}' exhausted ({detail})")
+        self.attempts = list(attempts)
+        #: ``backend: reason (after N retries: ...)`` for each attempt, ``; ``-separated.
+        self.detail = "; ".join(f"{a.backend}: {a.summary()}" for a in self.attempts)
+        super().__init__(f"tier '{tier}' exhausted ({self.detail or 'no backends'})")
 
 
 class LocalModelError(RunError):

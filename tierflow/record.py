@@ -42,6 +42,15 @@ class Attempt(_Record):
     #: The backend's breaker state after this attempt, when the attempt changed it.
     breaker: str | None = None
 
+    def summary(self) -> str:
+        """The reason on one line, with the retries before it (for error messages)."""
+        text = self.reason or self.outcome
+        if self.retry_reasons:
+            earlier = "; ".join(dict.fromkeys(self.retry_reasons))  # distinct, in order
+            plural = "y" if len(self.retry_reasons) == 1 else "ies"
+            text += f" (after {len(self.retry_reasons)} retr{plural}: {earlier})"
+        return text
+
 
 class Usage(_Record):
     input_tokens: int = 0

@@ -17,6 +17,15 @@ parser). Arguments are validated before the call; a bad argument, a timeout, a
 :class:`ToolError` or any other exception becomes a :class:`ToolOutcome` with
 ``ok=False`` and a message the model can act on. Nothing a tool does raises into the
 graph.
+
+A parameter annotated :class:`ToolContext` (any name) is not an argument the model
+sees or sets: the caller supplies it (the run's thread id, sensitive flag, settings and
+the builder's own ``deps``)::
+
+    @tool
+    async def my_orders(limit: int, ctx: ToolContext) -> list[str]:
+        \"\"\"The current user's latest orders.\"\"\"
+        return await ctx.deps.orders(ctx.thread_id, limit)
 """
 
 from __future__ import annotations
@@ -27,13 +36,18 @@ import functools
 import inspect
 import json
 import time
+import types
+import typing
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
-from langchain_core.tools.base import create_schema_from_function
+from langchain_core.tools.base import FILTERED_ARGS, create_schema_from_function
 from langchain_core.utils.function_calling import convert_to_openai_function
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+if TYPE_CHECKING:
+    from tierflow.settings import TierflowSettings
 
 #: Error types that mean "the service behind the tool is not there", not "bad call".
 UNAVAILABLE = frozenset({"search_unavailable", "sandbox_unavailable", "unavailable", "timeout"})
@@ -89,6 +103,23 @@ class ToolOutcome(BaseModel):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolContext:
+    """What a tool may know about the run calling it; declare a parameter of this type.
+
+    Filled in by the agent's tools node: ``thread_id`` from the LangGraph config,
+    ``sensitive`` from the run's state (residency: keep such data local), ``deps`` from
+    ``config["configurable"]["deps"]`` (the builder's own clients, user, ...),
+    ``settings`` from ``config["configurable"]["settings"]``. A tool run without a
+    context (``tierflow tool``, tests) gets this default, empty one.
+    """
+
+    thread_id: str | None = None
+    sensitive: bool = False
+    settings: TierflowSettings | None = None
+    deps: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ToolPolicy:
     """Per-tool limits."""
 
@@ -112,6 +143,8 @@ class Tool:
     #: (see :meth:`with_fallback`).
     fallback: Tool | None = None
     fallback_on: frozenset[str] = frozenset()
+    #: The name of ``fn``'s :class:`ToolContext` parameter, if it declares one.
+    context_param: str | None = None
 
     def with_fallback(self, alternative: Tool, on: Collection[str] = UNAVAILABLE) -> Tool:
         """This tool, answering through ``alternative`` when it fails with an error type in
@@ -193,9 +226,13 @@ class Tool:
             else {k: getattr(model, k) for k in type(model).model_fields}
         )
 
-    async def run(self, args: Any) -> ToolOutcome:
-        """Validate, call with the timeout, cap the output. Never raises."""
-        outcome = await self._run(args)
+    async def run(self, args: Any, context: ToolContext | None = None) -> ToolOutcome:
+        """Validate, call with the timeout, cap the output. Never raises.
+
+        ``context`` reaches a tool that declares a :class:`ToolContext` parameter (an
+        empty one if ``None``); other tools ignore it.
+        """
+        outcome = await self._run(args, context)
         if outcome.ok or self.fallback is None or outcome.error is None:
             return outcome
         if outcome.error.type not in self.fallback_on:
@@ -203,7 +240,7 @@ class Tool:
         alt = self.fallback
         accepted = set(alt.parameters.get("properties", {}))
         given = args if isinstance(args, dict) else {}
-        second = await alt.run({k: v for k, v in given.items() if k in accepted})
+        second = await alt.run({k: v for k, v in given.items() if k in accepted}, context)
         if not second.ok:
             return outcome  # the original error says more about what the model asked for
         return second.model_copy(
@@ -215,7 +252,7 @@ class Tool:
             }
         )
 
-    async def _run(self, args: Any) -> ToolOutcome:
+    async def _run(self, args: Any, context: ToolContext | None) -> ToolOutcome:
         started = time.perf_counter()
 
         def ms() -> float:
@@ -223,6 +260,8 @@ class Tool:
 
         try:
             kwargs = self.validate_args(args)
+            if self.context_param is not None:
+                kwargs[self.context_param] = context or ToolContext()
             async with asyncio.timeout(self.policy.timeout_s):
                 if inspect.iscoroutinefunction(self.fn):
                     output = await self.fn(**kwargs)
@@ -244,6 +283,25 @@ def _capped(output: Any, limit: int, duration_ms: float) -> ToolOutcome:
     if len(text) <= limit:
         return ToolOutcome(ok=True, output=output, duration_ms=duration_ms)
     return ToolOutcome(ok=True, output=text[:limit], truncated=True, duration_ms=duration_ms)
+
+
+def _context_param(fn: Callable[..., Any]) -> str | None:
+    """The name of ``fn``'s parameter annotated ``ToolContext`` (or ``ToolContext | None``)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve: read the raw ones
+        hints = {n: p.annotation for n, p in inspect.signature(fn).parameters.items()}
+    for param in inspect.signature(fn).parameters:
+        hint = hints.get(param)
+        if isinstance(hint, str):  # unresolved: match the name ("ToolContext | None")
+            options: tuple[Any, ...] = tuple(p.strip().split(".")[-1] for p in hint.split("|"))
+        elif typing.get_origin(hint) in (typing.Union, types.UnionType):
+            options = typing.get_args(hint)
+        else:
+            options = (hint,)
+        if any(o is ToolContext or o == "ToolContext" for o in options):
+            return param
+    return None
 
 
 @overload
@@ -275,14 +333,25 @@ def tool(
         if not doc:
             raise TypeError(f"tool {f.__name__!r} needs a docstring: it is the model's description")
         tool_name = name or f.__name__
+        context_param = _context_param(f)
+        hidden = [context_param] if context_param else []
         args_model = create_schema_from_function(
-            tool_name, f, parse_docstring=True, error_on_invalid_docstring=False
+            tool_name,
+            f,
+            filter_args=[*FILTERED_ARGS, *hidden],
+            parse_docstring=True,
+            error_on_invalid_docstring=False,
         )
         if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
             raise TypeError(f"tool {tool_name!r}: could not derive a pydantic v2 schema")
         description = doc.split("\n\n", 1)[0].strip()
         return Tool(
-            name=tool_name, description=description, args_model=args_model, fn=f, policy=policy
+            name=tool_name,
+            description=description,
+            args_model=args_model,
+            fn=f,
+            policy=policy,
+            context_param=context_param,
         )
 
     return build(fn) if fn is not None else build

@@ -99,7 +99,7 @@ async def test_openai_tool_call_ids_reach_a_mistral_shaped_vllm_normalised(
         )
         backend = build_backend(BackendRef.parse("vllm:mistralai/Ministral-8B"), settings)
         backend.tool_mode = "native"
-        result = await Tier(name="t", backends=[backend]).ainvoke(history)
+        result = await Tier(name="t", backends=[backend]).acall(history)
         assert result.message.content == "It is sunny."  # no 422
         sent = mistral_vllm.requests[-1].body["messages"]
     call_id = sent[1]["tool_calls"][0]["id"]

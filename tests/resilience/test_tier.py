@@ -52,7 +52,7 @@ async def test_a_lone_backend_is_retried_until_it_answers(tmp_path: Path) -> Non
         tier = _tier(
             tmp_path, srv.base_url, retry={"max_attempts": 3, "with_fallback": "retry_after"}
         )
-        result = await tier.ainvoke(Q)
+        result = await tier.acall(Q)
     assert result.message.content == "third time"
     ok = result.attempts[0]
     assert (ok.outcome, ok.retries, len(srv.requests)) == ("ok", 2, 3)
@@ -68,13 +68,13 @@ async def test_by_default_a_5xx_fails_over_at_once_but_retry_after_is_honoured(
         first.enqueue(Fault.status(503))
         second.enqueue(Reply.text("from the second"))
         tier = _tier(tmp_path, first.base_url, second.base_url, retry=policy)
-        result = await tier.ainvoke(Q)
+        result = await tier.acall(Q)
         assert result.message.content == "from the second"
         assert len(first.requests) == 1  # a healthy next backend beats a backoff
         assert result.attempts[0].gave_up == "failing over: another backend can take the call"
 
         first.enqueue(Fault.status(429, retry_after=0.05), Reply.text("after waiting"))
-        result = await tier.ainvoke(Q)
+        result = await tier.acall(Q)
         assert result.message.content == "after waiting"  # the server asked: we waited
         assert result.attempts[0].retry_delays_s == [0.05]
 
@@ -91,7 +91,7 @@ async def test_a_deadline_cuts_a_stall_across_attempts(tmp_path: Path) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(TierExhausted, match=r"deadline: no answer within 0\.3s"):
-            await tier.ainvoke(Q)
+            await tier.acall(Q)
         assert loop.time() - started < 1.5
         assert len(srv.requests) == 1
 
@@ -104,7 +104,7 @@ async def test_an_outer_timeout_cancels_cleanly_and_frees_the_probe(tmp_path: Pa
         assert breaker is not None
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
-                await tier.ainvoke(Q)
+                await tier.acall(Q)
         snap = breaker.snapshot()
         assert (snap.state.value, snap.failures) == ("closed", 0)  # no verdict on health
 
@@ -117,7 +117,7 @@ async def test_the_budget_is_asked_before_every_request_and_stops_the_call(
         tier = _tier(tmp_path, srv.base_url, retry={"max_attempts": 3})
         budget = RunBudget(max_model_calls=10)
         with budget_scope(budget):
-            await tier.ainvoke(Q)
+            await tier.acall(Q)
         assert (budget.model_calls, budget.tokens) == (2, 7)  # the retry was asked for too
 
         srv.set_default(Fault.status(503))
@@ -125,7 +125,7 @@ async def test_the_budget_is_asked_before_every_request_and_stops_the_call(
         budget = RunBudget(max_model_calls=1)
         before = len(srv.requests)
         with budget_scope(budget), pytest.raises(BudgetExceeded, match="model_calls"):
-            await tier.ainvoke(Q)
+            await tier.acall(Q)
         assert len(srv.requests) == before + 1 and other.requests == []  # no fallback either
         breaker = tier.backends[0].breaker
         assert breaker is not None and breaker.snapshot().failures == 1
@@ -135,11 +135,11 @@ async def test_an_open_breaker_skips_the_backend_without_any_request(tmp_path: P
     with ScriptedServer(api_key="right") as bad, ScriptedServer() as good:
         good.set_default(Reply.text("fine"))
         tier = _tier(tmp_path, bad.base_url, good.base_url)  # sends no key: 401
-        first = await tier.ainvoke(Q)
+        first = await tier.acall(Q)
         attempt = first.attempts[0]
         assert (attempt.failure, attempt.breaker, attempt.retries) == ("auth", "open", 0)
         assert len(bad.requests) == 1
-        second = await tier.ainvoke(Q)
+        second = await tier.acall(Q)
         skipped = second.attempts[0]
         assert skipped.outcome == "breaker_open"
         assert skipped.reason is not None and "AuthenticationError" in skipped.reason
@@ -194,9 +194,9 @@ async def test_one_probe_at_a_time_while_the_others_fall_back() -> None:
         Failure(kind=FailureKind.CONNECT, reason="refused", error_type="X"),
     )
     now[0] = 10.0  # cool-down over: half-open
-    probe = asyncio.create_task(tier.ainvoke(Q))
+    probe = asyncio.create_task(tier.acall(Q))
     await gated.entered.wait()
-    others = await asyncio.gather(*(tier.ainvoke(Q) for _ in range(5)))
+    others = await asyncio.gather(*(tier.acall(Q) for _ in range(5)))
     assert [r.message.content for r in others] == ["spare"] * 5
     assert all(r.attempts[0].outcome == "breaker_open" for r in others)
     assert "probe" in (others[0].attempts[0].reason or "")
@@ -220,18 +220,18 @@ async def test_sensitive_calls_stop_cleanly_when_no_local_backend_is_left(tmp_pa
         backends = [build_backend(BackendRef.parse(i), settings) for i in ("openai", "vllm:x")]
         tier = Tier(name="reasoning", backends=backends)
         with pytest.raises(ResidencyExhausted) as info:
-            await tier.ainvoke(Q, sensitive=True)
+            await tier.acall(Q, sensitive=True)
         text = str(info.value)
         assert text.startswith("tier 'reasoning': the data is sensitive, so only local backends")
         assert "openai:gpt-4o: residency: sensitive data" in text
         assert "vllm:x: APIConnectionError" in text or "vllm:x: OpenAIConnectionError" in text
         assert hosted.requests == []  # never traded residency for an answer
-        records = info.value.records
-        assert [(a.outcome, a.failure) for a in records] == [
+        attempts = info.value.attempts
+        assert [(a.outcome, a.failure) for a in attempts] == [
             ("skipped", None),
             ("failed", "connect"),
         ]
-        assert (await tier.ainvoke(Q)).message.content == "hosted answer"  # not sensitive
+        assert (await tier.acall(Q)).message.content == "hosted answer"  # not sensitive
 
 
 async def test_breaker_state_carries_over_to_a_new_runner(tmp_path: Path) -> None:
@@ -271,7 +271,7 @@ async def test_retries_and_breaker_changes_are_span_events(tmp_path: Path) -> No
             telemetry.use_providers(tracer_provider=provider),
             telemetry.tracer().start_as_current_span("invoke_agent test"),  # as in a run
         ):
-            result = await tier.ainvoke(Q)
+            result = await tier.acall(Q)
     provider.shutdown()
     assert result.message.content == "second try"
     events = [
@@ -333,14 +333,14 @@ async def test_a_returning_backend_is_used_after_one_cooldown_and_one_probe(
     now = [2_000_000.0]
     assert primary.breaker is not None
     primary.breaker = CircuitBreaker(primary.id, primary.breaker.policy, clock=lambda: now[0])
-    assert (await tier.ainvoke(Q)).attempts[0].breaker == "open"  # refused
+    assert (await tier.acall(Q)).attempts[0].breaker == "open"  # refused
     with ScriptedServer(port=port) as back:  # the backend returns on its port
         back.set_default(Reply.text("primary again"))
         now[0] += 29.0
-        assert (await tier.ainvoke(Q)).message.content == "spare"  # still cooling down
+        assert (await tier.acall(Q)).message.content == "spare"  # still cooling down
         assert back.requests == []
         now[0] += 1.0
-        probe = await tier.ainvoke(Q)
+        probe = await tier.acall(Q)
         assert probe.message.content == "primary again" and probe.attempts[0].breaker == "closed"
         assert len(back.requests) == 1
-        assert (await tier.ainvoke(Q)).message.content == "primary again"
+        assert (await tier.acall(Q)).message.content == "primary again"

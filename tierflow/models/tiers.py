@@ -1,6 +1,13 @@
 """Tiers: a named, ordered chain of backends, and the walk along it.
 
-``Tier.ainvoke`` tries each backend in order, and the resilience layers
+A :class:`Tier` is a LangChain chat model: ``tier.ainvoke(messages)``,
+``tier.bind_tools([...])`` and ``tier.with_structured_output(Model)`` walk the chain
+like any other call, and the answer's ``response_metadata["tierflow"]`` says which
+backend answered and holds every attempt. tierflow's own nodes call
+:meth:`Tier.acall`, which returns a :class:`TierResult` (message, backend, attempts,
+usage, parsed value).
+
+``Tier.acall`` tries each backend in order, and the resilience layers
 (:mod:`tierflow.resilience`) sit around each step of the walk:
 
 - residency first: a sensitive call (or a ``local_only`` tier) skips every backend not
@@ -24,13 +31,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.utils.function_calling import convert_to_openai_function
-from pydantic import BaseModel, ValidationError
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import (
+    convert_to_openai_function,
+    convert_to_openai_tool,
+)
+from pydantic import BaseModel, Field, ValidationError
 
 from tierflow.errors import BackendUnavailable, ConfigError, TierExhausted
 from tierflow.models.backends import Backend, build_backend
@@ -38,7 +58,6 @@ from tierflow.models.request import BackendRequest, usage_of
 from tierflow.record import Attempt, Usage
 from tierflow.resilience import (
     PARTIAL_MARK,
-    ChainExhausted,
     Failure,
     ResidencyExhausted,
     RetryPolicy,
@@ -85,6 +104,35 @@ class StructuredOutput:
         return parse_structured(message, self.output_type)
 
 
+@dataclass(frozen=True)
+class NativeTools:
+    """The plan of :meth:`Tier.bind_tools`: the tools in each backend's own native form.
+
+    Each backend's LangChain client formats them (``bind_tools`` of ChatOpenAI,
+    ChatMistralAI...), so ``tool_choice`` is translated per provider (``"any"`` becomes
+    OpenAI's ``"required"``); a client without ``bind_tools`` gets OpenAI-shaped tools.
+    """
+
+    tools: tuple[dict[str, Any], ...]
+    tool_choice: str | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def prepare(
+        self, backend: Backend, messages: Sequence[BaseMessage]
+    ) -> tuple[list[BaseMessage], dict[str, Any]]:
+        try:
+            bound = backend.chat_model().bind_tools(
+                list(self.tools), tool_choice=self.tool_choice, **dict(self.extra)
+            )
+        except NotImplementedError:
+            choice = {"tool_choice": self.tool_choice} if self.tool_choice else {}
+            return list(messages), {"tools": list(self.tools), **choice, **dict(self.extra)}
+        return list(messages), dict(getattr(bound, "kwargs", {}))
+
+    def parse(self, backend: Backend, message: AIMessage) -> AIMessage:
+        return message
+
+
 @dataclass(frozen=True, kw_only=True)
 class TierResult:
     """A successful call: the message, who answered, and every attempt on the way."""
@@ -108,6 +156,19 @@ class TierResult:
         if not failed:
             return None
         return "; ".join(f"{a.backend}: {a.reason}" for a in failed)
+
+    def tagged_message(self, tier: str) -> AIMessage:
+        """The message with ``response_metadata["tierflow"]``: the tier, the backend that
+        answered, whether the answer is partial, and every attempt (as JSON, read back
+        with ``Attempt.model_validate``)."""
+        record = {
+            "tier": tier,
+            "backend": self.backend.id,
+            "partial": self.partial,
+            "attempts": [a.model_dump(mode="json", exclude_defaults=True) for a in self.attempts],
+        }
+        meta = {**self.message.response_metadata, "tierflow": record}
+        return self.message.model_copy(update={"response_metadata": meta})
 
 
 @functools.lru_cache(maxsize=256)
@@ -136,21 +197,107 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-@dataclass(kw_only=True)
-class Tier:
-    """A named chain of backends. ``local_only`` pins it to backends marked local.
+class Tier(BaseChatModel):
+    """A named chain of backends, and a LangChain chat model over it.
 
-    ``retry`` is this tier's :class:`~tierflow.resilience.RetryPolicy` (over each
-    backend's own); breakers belong to the backends (``Backend.breaker``).
+    ``local_only`` pins it to backends marked local. ``retry`` is this tier's
+    :class:`~tierflow.resilience.RetryPolicy` (over each backend's own); breakers belong
+    to the backends (``Backend.breaker``).
+
+    As a chat model (``ainvoke``, ``astream``, ``bind_tools``, ``with_structured_output``)
+    every call walks the chain; call-time or bound keywords ``sensitive``, ``retry``,
+    ``plan`` and ``output_type`` mean what they mean for :meth:`acall`::
+
+        reply = await tiers["reasoning"].bind_tools([get_weather]).ainvoke(messages)
+        reply.tool_calls                                    # from whichever backend answered
+        reply.response_metadata["tierflow"]["backend"]      # e.g. "vllm:qwen"
+        reply.response_metadata["tierflow"]["attempts"]     # each backend, tried or skipped
+
+    When no backend answers, :class:`TierExhausted` (with every attempt) is raised, as
+    from :meth:`acall`. It is async only (the backends' clients are); ``astream`` yields
+    the whole answer once, while the tokens a backend streams reach LangGraph's
+    ``messages`` stream.
     """
 
     name: str
     backends: Sequence[Backend]
     local_only: bool = False
-    prices: Mapping[str, Price] = field(default_factory=dict)
+    prices: Mapping[str, Price] = Field(default_factory=dict)
     retry: RetryPolicy | None = None
 
-    async def ainvoke(
+    @property
+    def _llm_type(self) -> str:
+        return "tierflow-tier"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        raise NotImplementedError(
+            f"tier '{self.name}' is async only: use ainvoke/astream (or Tier.acall)"
+        )
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if stop is not None:
+            kwargs["stop"] = stop
+        if run_manager is not None:  # the backends' runs become children of this one
+            kwargs["config"] = {"callbacks": _child_callbacks(run_manager)}
+        result = await self.acall(messages, **kwargs)
+        return ChatResult(generations=[ChatGeneration(message=result.tagged_message(self.name))])
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """This tier with ``tools`` offered to whichever backend answers, natively.
+
+        Takes what LangChain's ``bind_tools`` takes, plus tierflow :class:`Tool` values.
+        Backends in ``constrained`` tool mode get the tools natively too, so their server
+        must support tool calls (vLLM with a tool parser, llama.cpp with ``--jinja``);
+        tierflow's agents ask those backends under a JSON schema instead.
+        """
+        specs = tuple(_tool_spec(t) for t in tools)
+        plan = NativeTools(specs, tool_choice, tuple(kwargs.items()))
+        return self.bind(plan=plan)
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """For a pydantic model: the tier's strict JSON schema on every backend, and an
+        answer that does not validate moves the chain on. Other schemas: LangChain's
+        tool-calling implementation over :meth:`bind_tools`."""
+        if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+        model: type[BaseModel] = schema
+        bound = self.bind(
+            output_type=model,
+            ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": model},
+        )
+
+        def parse(message: AIMessage) -> BaseModel:  # validated already by the chain walk
+            return parse_structured(message, model)
+
+        parser = RunnableLambda(parse)
+        if not include_raw:
+            return bound | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        return RunnableMap(raw=bound) | parsed
+
+    async def acall(
         self,
         messages: Sequence[BaseMessage],
         *,
@@ -294,7 +441,7 @@ class Tier:
         if any(a.outcome == "skipped" for a in attempts):
             why = "the tier is local_only" if self.local_only else "the data is sensitive"
             return ResidencyExhausted(self.name, attempts, why)
-        return ChainExhausted(self.name, attempts)
+        return TierExhausted(self.name, attempts)
 
 
 def _failed(
@@ -327,6 +474,28 @@ def _from_retry(backend: Backend, outcome: RetryResult[AIMessage], started: floa
         gave_up=outcome.gave_up,
         breaker=outcome.breaker.value if outcome.breaker else None,
     )
+
+
+def _child_callbacks(run: AsyncCallbackManagerForLLMRun) -> AsyncCallbackManager:
+    """Callbacks for runs nested in ``run`` (an LLM run manager has no ``get_child``)."""
+    return AsyncCallbackManager(
+        handlers=run.inheritable_handlers,
+        inheritable_handlers=run.inheritable_handlers,
+        parent_run_id=run.run_id,
+        tags=run.inheritable_tags,
+        inheritable_tags=run.inheritable_tags,
+        metadata=run.inheritable_metadata,
+        inheritable_metadata=run.inheritable_metadata,
+    )
+
+
+def _tool_spec(tool: Any) -> dict[str, Any]:
+    """An OpenAI ``tools`` entry for a tierflow Tool (its own strict spec) or anything
+    LangChain's ``convert_to_openai_tool`` takes."""
+    spec = getattr(tool, "spec", None)
+    if callable(spec) and not isinstance(tool, type | BaseTool):
+        return dict(spec())
+    return convert_to_openai_tool(tool)
 
 
 class TierSet(Mapping[str, Tier]):

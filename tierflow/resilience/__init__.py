@@ -81,7 +81,6 @@ __all__ = [
     "BreakerSnapshot",
     "BreakerState",
     "BreakerStore",
-    "ChainExhausted",
     "CircuitBreaker",
     "Failure",
     "FailureKind",
@@ -102,34 +101,21 @@ __all__ = [
     "parse_retry_after",
     "retry_after_from",
     "retry_policy_for",
-    "summary",
     "tier_retry_policy",
 ]
 
 
-class ChainExhausted(TierExhausted):
-    """:class:`TierExhausted` that also keeps each backend's full :class:`Attempt` record
-    (outcome such as ``breaker_open``, retries, failure class) in ``records``."""
-
-    def __init__(self, tier: str, records: Sequence[Attempt]) -> None:
-        self.records = list(records)
-        super().__init__(
-            tier, [(a.backend, summary(a.reason or a.outcome, a.retry_reasons)) for a in records]
-        )
-
-
-class ResidencyExhausted(ChainExhausted):
+class ResidencyExhausted(TierExhausted):
     """A sensitive (or ``local_only``) call found no local backend able to answer.
 
     Hosted backends were skipped, never called: residency is not traded for an answer.
     """
 
-    def __init__(self, tier: str, records: Sequence[Attempt], why: str) -> None:
-        super().__init__(tier, records)
-        detail = "; ".join(f"{backend}: {reason}" for backend, reason in self.attempts)
+    def __init__(self, tier: str, attempts: Sequence[Attempt], why: str) -> None:
+        super().__init__(tier, attempts)
         self.args = (
             f"tier '{tier}': {why}, so only local backends may serve this call, and none "
-            f"could ({detail or 'no backends'})",
+            f"could ({self.detail or 'no backends'})",
         )
 
 
@@ -163,13 +149,3 @@ def breaker_for(
         BreakerPolicy(**base.model_dump()),
         store=store or BreakerStore.in_dir(settings.state_dir),
     )
-
-
-def summary(reason: str | None, retry_reasons: Sequence[str]) -> str:
-    """An attempt's reason with its retries, for one-line messages."""
-    text = reason or "failed"
-    if retry_reasons:
-        earlier = "; ".join(dict.fromkeys(retry_reasons))  # distinct, in order
-        plural = "y" if len(retry_reasons) == 1 else "ies"
-        text += f" (after {len(retry_reasons)} retr{plural}: {earlier})"
-    return text
