@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -53,7 +54,8 @@ class Runner:
 
     Used as ``async with Runner() as runner:``, it keeps the checkpoint database open and
     the compiled graphs cached across ``ask`` calls (a server would do this); otherwise
-    each ``ask`` opens and closes them.
+    each ``ask`` opens and closes them. Model clients are built once, when the runner
+    opens (or on its first run), not per call.
     """
 
     def __init__(
@@ -77,8 +79,16 @@ class Runner:
         self._stack: AsyncExitStack | None = None
         self._saver: AsyncSqliteSaver | None = None
         self._apps: dict[str, Any] = {}
+        self._clients_built = False
+
+    async def _build_clients(self) -> None:
+        if not self._clients_built:
+            # Off the loop: each client loads its TLS certificates.
+            await asyncio.to_thread(self.tiers.build_clients)
+            self._clients_built = True
 
     async def __aenter__(self) -> Self:
+        await self._build_clients()
         stack = AsyncExitStack()
         self._saver = await stack.enter_async_context(self._open_saver())
         self._stack = stack
@@ -196,6 +206,7 @@ class Runner:
         new: bool,
         budget: BudgetSettings | None = None,
     ) -> RunRecord:
+        await self._build_clients()
         with workflow_span(graph, thread_id, self.settings) as span:
             trace_id = format_trace_id(span)
             async with AsyncExitStack() as stack:
