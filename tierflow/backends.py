@@ -381,7 +381,9 @@ class _EmbeddedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return self._sync.handle_request(request)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = self._running_url() or await asyncio.to_thread(self._start)
+        url = self._running_url()
+        if url is None:
+            url = await asyncio.to_thread(self._start)
         self._redirect(request, url)
         return await self._async.handle_async_request(request)
 
