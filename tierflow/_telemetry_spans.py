@@ -28,7 +28,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tierflow import _telemetry_content as content
 from tierflow import _telemetry_metrics as meters
-from tierflow._telemetry_setup import tracer
+from tierflow._telemetry_setup import recording, recording_setting, tracer
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -149,8 +149,10 @@ def workflow_span(
 ) -> Iterator[Span]:
     """The root span of one run: ``invoke_workflow {graph}``.
 
-    Everything the run does below it inherits the conversation id and whether content is
-    captured (``settings``; see :mod:`tierflow._telemetry_content`).
+    Everything the run does below it inherits the conversation id, whether it is traced
+    at all (``[telemetry] enabled``: if not, this and every span below it is a
+    non-recording span that only carries the caller's trace context) and whether content
+    is captured (``settings``; see :mod:`tierflow._telemetry_content`).
     """
     attrs: Attrs = {
         OPERATION: "invoke_workflow",
@@ -160,6 +162,7 @@ def workflow_span(
     token = _conversation.set(thread_id)
     try:
         with (
+            recording(recording_setting(settings)),
             content.capture_scope(content.capture_setting(settings)),
             span(f"invoke_workflow {graph}", SpanKind.INTERNAL, attrs) as root,
         ):

@@ -204,6 +204,7 @@ def run_tool(
     """Run one built-in tool exactly as an agent would (validation, limits, sandbox)."""
     from tierflow.guardrails.runtime import guarded_tool_run
     from tierflow.settings import load_settings
+    from tierflow.telemetry import recording
     from tierflow.tools.builtin import BuiltinTools
 
     try:
@@ -216,7 +217,8 @@ def run_tool(
     def run() -> Any:
         settings = load_settings(config)
         tool = BuiltinTools(settings).get(name)
-        return asyncio.run(guarded_tool_run(settings, tool, parsed))
+        with recording(settings.telemetry.enabled):
+            return asyncio.run(guarded_tool_run(settings, tool, parsed))
 
     outcome, verdicts = _guard(run)
     if as_json:

@@ -330,7 +330,8 @@ def _record(
         answer = str(last.content)
     usage = sum((s.usage for s in steps), Usage())
     verdicts = [*(state.get("input_guardrails") or []), *(state.get("guardrails") or [])]
-    jaeger = settings.telemetry.jaeger_ui_url
+    # No link for a run that was not traced.
+    jaeger = settings.telemetry.jaeger_ui_url if settings.telemetry.enabled else None
     waiting = bool(pending)
     return RunRecord(
         answer=answer,
