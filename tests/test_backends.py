@@ -297,3 +297,23 @@ async def test_runner_builds_each_client_once_when_it_opens(tmp_path: Path) -> N
         local_attempt = step.attempts[0]
         assert local_attempt.backend == "local" and local_attempt.outcome == "failed"
         assert "local model file not found" in (local_attempt.reason or "")
+
+
+async def test_a_runner_not_opened_builds_its_clients_on_first_use(tmp_path: Path) -> None:
+    with ScriptedServer() as srv:
+        settings = load_settings(
+            False,
+            state_dir=tmp_path / "state",
+            tiers={"reasoning": {"backends": ["vllm:small"]}},
+            backends={"vllm": {"base_url": srv.base_url}},
+        )
+        srv.set_default(Reply.text("hello"))
+        runner = Runner(settings)
+        (vllm,) = runner.tiers["reasoning"].backends
+        assert vllm.built_model() is None
+        await runner.ask("Hi?", graph="direct")
+        built = vllm.built_model()
+        assert built is not None
+        await runner.ask("Hi again?", graph="direct")
+        assert vllm.built_model() is built
+    assert len(srv.requests) == 2
