@@ -40,7 +40,6 @@ from tierflow._telemetry_resilience import record_breaker, record_retry
 from tierflow._telemetry_setup import (
     meter,
     recording,
-    recording_setting,
     setup,
     shutdown,
     tracer,
@@ -78,7 +77,6 @@ __all__ = [
     "record_breaker",
     "record_retry",
     "recording",
-    "recording_setting",
     "redact",
     "retrieval_span",
     "set_redactor",
