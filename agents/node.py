@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import (
     AIMessage,
@@ -410,8 +410,8 @@ def tools_node(agent: Agent) -> NodeFn:
             artifact=outcome.model_dump(),
         )
 
-    async def run(state: dict[str, Any]) -> dict[str, Any]:
-        call = state.get(CALL_KEY)
+    async def run(state: GraphState) -> dict[str, Any]:
+        call = cast("ToolCall | None", state.get(CALL_KEY))  # the Send payload adds it
         if call is None:
             return {}
         rejected, args = approval(call)

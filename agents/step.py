@@ -129,7 +129,7 @@ class ModelStep:
         old = self._spent.get("budget_used")
         if old:
             for key in ("model_calls", "tokens", "cost_usd"):
-                update[key] = old[key] + update[key]  # type: ignore[literal-required]
+                update[key] = old[key] + update[key]
         self._spent = {"budget_used": update}
 
     def skipped(self, step: Step) -> None:

@@ -207,7 +207,7 @@ async def _run(limit: int, settings: TierflowSettings) -> dict[str, _Tally]:
 
     native_backend, constrained_backend = tool_mode_backends(settings)
     # Start the server now so its load time is not counted in the first item's latency.
-    await asyncio.to_thread(native_backend.chat_model)
+    await native_backend.ready()
     native = Tier(name="bench-native", backends=[native_backend])
     constrained = Tier(name="bench-constrained", backends=[constrained_backend])
     tallies = {m: _Tally() for m in MODES}

@@ -193,11 +193,11 @@ async def _sequential(state_dir: Path) -> float:
 
 # Inclusive costs worth naming: (where, the file's path ending, the function).
 _PARTS = (
-    ("runner (Runner._run: checks, LangGraph loop, record)", "tierflow/run.py", "_run"),
+    ("runner (Runner._run: checks, LangGraph loop, record)", "tierflow/runner/runner.py", "_run"),
     ("LangGraph loop (astream; nodes run in tasks)", "langgraph/pregel/main.py", "astream"),
-    ("model calls (tier chain + langchain-core)", "tierflow/tiers.py", "acall"),
+    ("model calls (tier chain + langchain-core)", "tierflow/models/tiers.py", "acall"),
     ("guardrail stages", "guardrails/runtime.py", "check"),
-    ("telemetry spans", "tierflow/_telemetry_spans.py", "span"),
+    ("telemetry spans", "tierflow/telemetry/spans.py", "span"),
     ("checkpoint writes (main-thread side)", "checkpoint/sqlite/aio.py", "aput"),
     ("checkpoint pending writes", "checkpoint/sqlite/aio.py", "aput_writes"),
     ("checkpoint reads", "checkpoint/sqlite/aio.py", "aget_tuple"),

@@ -6,7 +6,13 @@ from __future__ import annotations
 from langgraph.graph import START, StateGraph
 
 from tierflow.agents import Agent, add_agent
-from tierflow.graphs.builder import Route, planner_graph, router_graph, supervisor_graph
+from tierflow.graphs.builder import (
+    PlannerState,
+    Route,
+    planner_graph,
+    router_graph,
+    supervisor_graph,
+)
 from tierflow.graphs.context import BuildContext, GraphFactory
 from tierflow.state import GraphState
 
@@ -123,7 +129,7 @@ def build_direct_graph(ctx: BuildContext) -> StateGraph[GraphState]:
     return graph
 
 
-def build_planner_graph(ctx: BuildContext) -> StateGraph[GraphState]:
+def build_planner_graph(ctx: BuildContext) -> StateGraph[PlannerState]:
     """The router tier plans; a reasoning-tier executor with every tool carries it out."""
     executor = Agent(
         name="executor",

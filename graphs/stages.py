@@ -20,7 +20,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph._branch import BranchSpec
@@ -112,10 +112,6 @@ def _remap_end(value: Any) -> Any:
     return value
 
 
-def _unless_blocked(value: Any, state: Any) -> Any:
-    return END if isinstance(state, dict) and state.get("blocked") else value
-
-
 def _branch(spec: BranchSpec, ends: dict[Hashable, str] | None, path: Runnable[Any, Any]) -> Any:
     return spec._replace(path=path, ends=ends)
 
@@ -156,24 +152,23 @@ def with_run_stages(builder: StateGraph[Any], name: str = "graph") -> StateGraph
 
     builder.add_conditional_edges(RUN_INPUT, gate, [*starts, END])
     for key, spec in start_branches.items():
-        ends = None if spec.ends is None else {**spec.ends, END: END}
-        guarded = RunnableLambda(
-            lambda state, config, _p=spec.path: (
-                END if state.get("blocked") else _p.invoke(state, config)
-            ),
-            afunc=_async_guarded(spec.path),
+        branch_ends = None if spec.ends is None else {**spec.ends, END: END}
+        builder.branches[RUN_INPUT][f"start_{key}"] = _branch(
+            spec, branch_ends, _unless_blocked_path(spec.path)
         )
-        builder.branches[RUN_INPUT][f"start_{key}"] = _branch(spec, ends, guarded)
     return builder
 
 
-def _async_guarded(path: Runnable[Any, Any]) -> Any:
-    async def run(state: Any, config: Any) -> Any:
-        if state.get("blocked"):
-            return END
-        return await path.ainvoke(state, config)
+def _unless_blocked_path(path: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """``path``, or ``END`` when the input stage blocked the run."""
 
-    return run
+    def run(state: Any, config: RunnableConfig) -> Any:
+        return END if state.get("blocked") else path.invoke(state, config)
+
+    async def arun(state: Any, config: RunnableConfig) -> Any:
+        return END if state.get("blocked") else await path.ainvoke(state, config)
+
+    return RunnableLambda(run, afunc=arun)
 
 
 def compile_graph(

@@ -10,11 +10,14 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel
 
+from tierflow import Runner
+from tierflow.agents._turn import AgentTurnPlan, ModelTurn
 from tierflow.errors import TierExhausted
 from tierflow.models.backends import BackendState, build_backend
-from tierflow.models.tiers import TierSet
+from tierflow.models.tiers import Tier, TierSet
 from tierflow.settings import BackendRef, TierflowSettings, load_settings
 from tierflow.testing import Fault, Reply, ScriptedServer
+from tierflow.tools import tool
 
 Q = [HumanMessage("Hello?")]
 
@@ -186,3 +189,131 @@ async def test_local_backend_can_use_an_external_server_url(tmp_path: Path) -> N
         srv.enqueue(Reply.text("external"))
         assert (await backend.chat_model().ainvoke(Q)).content == "external"
         assert (await backend.probe()).state is BackendState.REACHABLE
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return "sunny"
+
+
+WEATHER = [HumanMessage("Weather in Paris?")]
+
+
+async def test_vllm_with_native_tool_calling_sends_tools(tmp_path: Path) -> None:
+    """A self-hosted server with good native tool calls: `vllm:` (residency-local), no
+    dummy `openai:` key, `tools=[...]` on the wire and no schema."""
+    with ScriptedServer() as srv:
+        settings = _settings(tmp_path, vllm={"base_url": srv.base_url, "tool_calling": "native"})
+        backend = build_backend(BackendRef.parse("vllm:Qwen/Qwen2.5-72B-Instruct"), settings)
+        assert (backend.tool_mode, backend.local) == ("native", True)
+        srv.enqueue(Reply.tool_calls([("get_weather", {"city": "Paris"})]))
+        # sensitive: only a local backend may take it, and this one is local
+        result = await Tier(name="t", backends=[backend]).acall(
+            WEATHER, plan=AgentTurnPlan([get_weather]), sensitive=True
+        )
+    body = srv.requests[-1].body
+    assert [t["function"]["name"] for t in body["tools"]] == ["get_weather"]
+    assert "response_format" not in body
+    assert body["messages"] == [{"role": "user", "content": "Weather in Paris?"}]
+    assert isinstance(result.parsed, ModelTurn)
+    assert [(c["name"], c["args"]) for c in result.parsed.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+
+
+@pytest.mark.parametrize("tool_calling", ["constrained", "auto"])
+async def test_vllm_with_constrained_tool_calling_sends_a_schema(
+    tmp_path: Path, tool_calling: str
+) -> None:
+    with ScriptedServer() as srv:
+        settings = _settings(
+            tmp_path, vllm={"base_url": srv.base_url, "tool_calling": tool_calling}
+        )
+        backend = build_backend(BackendRef.parse("vllm:small"), settings)
+        assert backend.tool_mode == "constrained"
+        call = {"name": "get_weather", "arguments": {"city": "Oslo"}}
+        srv.enqueue(Reply.json({"tool_calls": [call]}))
+        result = await Tier(name="t", backends=[backend]).acall(
+            WEATHER, plan=AgentTurnPlan([get_weather])
+        )
+    body = srv.requests[-1].body
+    assert "tools" not in body
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "agent_turn"
+    assert "get_weather(city: string)" in body["messages"][0]["content"]  # the catalogue
+    assert isinstance(result.parsed, ModelTurn)
+    assert [(c["name"], c["args"]) for c in result.parsed.tool_calls] == [
+        ("get_weather", {"city": "Oslo"})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("backend_id", "section", "tool_calling", "mode"),
+    [
+        ("local", "local", "auto", "constrained"),
+        ("local", "local", "native", "native"),
+        ("openai:gpt-4o", "openai", "auto", "native"),
+        ("openai:gpt-4o", "openai", "constrained", "constrained"),
+        ("mistral", "mistral", "auto", "native"),
+        ("mistral", "mistral", "constrained", "constrained"),
+    ],
+)
+def test_tool_mode_comes_from_the_setting(
+    tmp_path: Path, backend_id: str, section: str, tool_calling: str, mode: str
+) -> None:
+    settings = _settings(tmp_path, **{section: {"tool_calling": tool_calling}})
+    assert build_backend(BackendRef.parse(backend_id), settings).tool_mode == mode
+
+
+async def test_runner_builds_each_client_once_when_it_opens(tmp_path: Path) -> None:
+    """Clients are built when the runner opens, not per call; the embedded server is not
+    started for it (its model file here does not even exist): only a request would."""
+    with ScriptedServer() as srv:
+        settings = load_settings(
+            False,
+            state_dir=tmp_path / "state",
+            tiers={"reasoning": {"backends": ["local", "vllm:small"]}},
+            backends={
+                "vllm": {"base_url": srv.base_url},
+                "local": {"model_path": str(tmp_path / "missing.gguf")},
+            },
+        )
+        srv.set_default(Reply.text("hello"))
+        runner = Runner(settings)
+        local, vllm = runner.tiers["reasoning"].backends
+        assert local.built_model() is None and vllm.built_model() is None
+        async with runner:
+            built = local.built_model(), vllm.built_model()
+            assert built[0] is not None and built[1] is not None  # before any call
+            first = await runner.ask("Hi?", graph="direct")
+            second = await runner.ask("Hi again?", graph="direct")
+            assert (local.built_model(), vllm.built_model()) == built
+            assert local.built_model() is built[0] and vllm.built_model() is built[1]
+    assert len(srv.requests) == 2
+    for record in (first, second):
+        assert record.answer == "hello"
+        (step,) = record.steps
+        local_attempt = step.attempts[0]
+        assert local_attempt.backend == "local" and local_attempt.outcome == "failed"
+        assert "local model file not found" in (local_attempt.reason or "")
+
+
+async def test_a_runner_not_opened_builds_its_clients_on_first_use(tmp_path: Path) -> None:
+    with ScriptedServer() as srv:
+        settings = load_settings(
+            False,
+            state_dir=tmp_path / "state",
+            tiers={"reasoning": {"backends": ["vllm:small"]}},
+            backends={"vllm": {"base_url": srv.base_url}},
+        )
+        srv.set_default(Reply.text("hello"))
+        runner = Runner(settings)
+        (vllm,) = runner.tiers["reasoning"].backends
+        assert vllm.built_model() is None
+        await runner.ask("Hi?", graph="direct")
+        built = vllm.built_model()
+        assert built is not None
+        await runner.ask("Hi again?", graph="direct")
+        assert vllm.built_model() is built
+    assert len(srv.requests) == 2

@@ -99,6 +99,15 @@ def test_explicit_config_path_via_env(tmp_path: Path, monkeypatch: pytest.Monkey
             "[tiers.reasoning]\nbackends = []\n",
             "tiers.reasoning.backends: List should have at least 1 item",
         ),
+        (
+            '[backends.vllm]\ntool_calling = "grammar"\n',
+            "backends.vllm.tool_calling: Input should be 'native', 'constrained' or 'auto' "
+            "(got 'grammar')",
+        ),
+        (
+            "[telemetry]\nenabled = 3\n",
+            "telemetry.enabled: Input should be a valid boolean",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, content: str, message: str) -> None:
@@ -115,3 +124,42 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, content: str, mes
 def test_missing_explicit_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_config_file_false_reads_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tierflow.toml").write_text('[tiers.router]\nbackends = "vllm:from-cwd"\n')
+    elsewhere = tmp_path / "elsewhere.toml"
+    elsewhere.write_text('[tiers.router]\nbackends = "vllm:from-env-file"\n')
+    monkeypatch.setenv("TIERFLOW_CONFIG", str(elsewhere))
+    monkeypatch.setenv("TIERFLOW_BACKENDS__VLLM__TOOL_CALLING", "native")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    assert [b.id for b in load_settings().tiers["router"].backends] == ["vllm:from-env-file"]
+
+    s = load_settings(False)
+    assert [b.id for b in s.tiers["router"].backends] == ["local"]  # neither file was read
+    assert s.backends.vllm.tool_calling == "native"  # TIERFLOW_* variables still apply
+    assert s.backends.openai.api_key is not None  # and so do the standard ones
+    assert load_settings(config_file=False, budget={"max_model_calls": 7}).budget == (
+        s.budget.model_copy(update={"max_model_calls": 7})
+    )
+
+
+def test_config_file_false_ignores_a_broken_file(tmp_path: Path) -> None:
+    (tmp_path / "tierflow.toml").write_text("[tiers.reasoning\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings()
+    assert load_settings(False).telemetry.enabled is True
+
+
+def test_tool_calling_and_telemetry_switch_from_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "tierflow.toml"
+    cfg.write_text(
+        '[backends.vllm]\ntool_calling = "native"\n'
+        '[backends.local]\ntool_calling = "constrained"\n'
+        "[telemetry]\nenabled = false\n"
+    )
+    s = load_settings(cfg)
+    assert s.backends.vllm.tool_calling == "native"
+    assert s.backends.local.tool_calling == "constrained"
+    assert s.backends.openai.tool_calling == "auto"
+    assert s.telemetry.enabled is False

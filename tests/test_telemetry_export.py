@@ -1,6 +1,7 @@
 """`tierflow ask` as a real subprocess exporting over OTLP to real receivers on 127.0.0.1:
 oteltap (http/protobuf) and a gRPC collector service; a collector that is down; no
-endpoint at all (no traffic); and an application that brought its own provider.
+endpoint at all (no traffic); telemetry switched off in the settings (no traffic even with
+an endpoint); and an application that brought its own provider.
 
 The model backends are `tierflow.testing.ScriptedServer` (OpenAI protocol), so no model
 loads: a hosted `openai:gpt-4o` that fails with HTTP 500 and a `vllm:` model that answers,
@@ -268,6 +269,21 @@ finally:
 """
 
 
+async def _telemetry_off(folder: Path) -> tuple[Run, int, int]:
+    """``[telemetry] enabled = false`` (here from the environment) with an OTLP endpoint
+    set: the run, the model server's port and the endpoint's port."""
+    endpoint = free_port()
+    run, model_port = await ask(
+        folder,
+        sys.executable,
+        "-c",
+        _AUDIT,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{endpoint}",
+        TIERFLOW_TELEMETRY__ENABLED="false",
+    )
+    return run, model_port, endpoint
+
+
 _APP = """
 import asyncio, json
 from opentelemetry import trace
@@ -311,24 +327,26 @@ class Results:
     grpc: tuple[Run, _Collector]
     down: tuple[Run, int]
     quiet: tuple[Run, int]
+    off: tuple[Run, int, int]
     app: Run
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    """The five subprocess runs, started together: each pays ~2 s of imports, and they
+    """The six subprocess runs, started together: each pays ~2 s of imports, and they
     share nothing (own folder, state, scripted server, receiver)."""
 
     async def all_runs() -> Results:
         folder = tmp_path_factory.mktemp
-        http, grpc_, down, quiet, app = await asyncio.gather(
+        http, grpc_, down, quiet, off, app = await asyncio.gather(
             _over_http(folder("http")),
             _over_grpc(folder("grpc")),
             _collector_down(folder("down")),
             ask(folder("quiet"), sys.executable, "-c", _AUDIT),
+            _telemetry_off(folder("off")),
             _application_provider(folder("app")),
         )
-        return Results(http, grpc_, down, quiet, app)
+        return Results(http, grpc_, down, quiet, off, app)
 
     return asyncio.run(all_runs())
 
@@ -415,6 +433,18 @@ def test_no_endpoint_means_no_telemetry_traffic(runs: Results) -> None:
     assert rest == []
     connects = json.loads(last.removeprefix("CONNECTS "))
     assert connects and {port for _host, port in connects} == {model_port}
+
+
+def test_telemetry_disabled_exports_nothing_despite_an_endpoint(runs: Results) -> None:
+    run, model_port, endpoint = runs.off
+    assert run.code == 0, run.stderr
+    *rest, last = run.stderr.strip().splitlines()
+    assert rest == []  # no export warning: no exporter was installed
+    connects = json.loads(last.removeprefix("CONNECTS "))
+    assert {port for _host, port in connects} == {model_port}
+    assert endpoint not in {port for _host, port in connects}
+    assert run.record["answer"] == "42"
+    assert run.record["trace_id"] == "0" * 32
 
 
 def test_an_application_provider_is_kept(runs: Results) -> None:

@@ -100,6 +100,13 @@ class TierSettings(_Section):
         return value
 
 
+#: How a backend is asked for tool calls (``Backend.tool_mode``): ``native`` sends the
+#: provider's ``tools=[...]``; ``constrained`` sends a JSON schema (``response_format``) that
+#: admits either tool calls or an answer; ``auto`` is the kind's default (constrained for
+#: ``local`` and ``vllm``, native for ``openai`` and ``mistral``).
+ToolCalling = Literal["native", "constrained", "auto"]
+
+
 class LocalSettings(_Section):
     """The embedded llama.cpp server."""
 
@@ -112,24 +119,30 @@ class LocalSettings(_Section):
     request_timeout_s: float = Field(default=240.0, gt=0)
     threads: int | None = Field(default=None, ge=1)
     startup_timeout_s: float = Field(default=120.0, gt=0)
+    tool_calling: ToolCalling = "auto"
 
 
 class VllmSettings(_Section):
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key: SecretStr | None = None
     local: bool = True  # self-hosted: allowed for sensitive data
+    # "native" for a server whose model and chat template emit good native tool calls
+    # (vLLM with --enable-auto-tool-choice); "auto" is constrained decoding.
+    tool_calling: ToolCalling = "auto"
 
 
 class OpenAISettings(_Section):
     api_key: SecretStr | None = None
     base_url: str = "https://api.openai.com/v1"
     local: bool = False
+    tool_calling: ToolCalling = "auto"
 
 
 class MistralSettings(_Section):
     api_key: SecretStr | None = None
     base_url: str = "https://api.mistral.ai/v1"
     local: bool = False
+    tool_calling: ToolCalling = "auto"
 
 
 class BackendsSettings(_Section):
@@ -273,6 +286,9 @@ class RouterSettings(_Section):
 
 
 class TelemetrySettings(_Section):
+    # false: tierflow records no spans or metrics and installs no provider or exporter
+    # (an application's own providers are never replaced either way).
+    enabled: bool = True
     jaeger_ui_url: str | None = None  # e.g. http://127.0.0.1:16686 turns trace ids into links
     # Record prompts, tool arguments and results in spans (after PII redaction). Off by
     # default; OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true also turns it on.
@@ -474,9 +490,18 @@ def find_config_file(explicit: Path | None = None) -> Path | None:
     return local if local.is_file() else None
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> TierflowSettings:
-    """Load settings; any problem becomes a one-line :class:`ConfigError`."""
-    path = find_config_file(config_file)
+def load_settings(
+    config_file: Path | Literal[False] | None = None, **overrides: Any
+) -> TierflowSettings:
+    """Load settings; any problem becomes a one-line :class:`ConfigError`.
+
+    ``config_file``: the TOML file to read; ``None`` looks for one (``$TIERFLOW_CONFIG``,
+    then ``./tierflow.toml``); ``False`` reads no file at all, whatever exists, so only
+    the environment and ``overrides`` apply (tests, and applications configured in code)::
+
+        settings = load_settings(False, tiers={"reasoning": {"backends": ["local"]}})
+    """
+    path = None if config_file is False else find_config_file(config_file)
     token = _config_file.set(path)
     try:
         return TierflowSettings(**overrides)

@@ -211,6 +211,7 @@ def run_tool(
     """Run one built-in tool exactly as an agent would (validation, limits, sandbox)."""
     from tierflow.guardrails.runtime import guarded_tool_run
     from tierflow.settings import load_settings
+    from tierflow.telemetry import recording
     from tierflow.tools.builtin import BuiltinTools
 
     try:
@@ -223,7 +224,8 @@ def run_tool(
     def run() -> Any:
         settings = load_settings(config)
         tool = BuiltinTools(settings).get(name)
-        return _run_async(guarded_tool_run(settings, tool, parsed))
+        with recording(settings.telemetry.enabled):
+            return _run_async(guarded_tool_run(settings, tool, parsed))
 
     outcome, verdicts = _guard(run)
     if as_json:

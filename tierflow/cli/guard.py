@@ -43,13 +43,18 @@ def read_jsonl(path: Path) -> list[str]:
 async def check_texts(stage: str, texts: Sequence[str], config: Path | None) -> list[StageResult]:
     """Each text through ``stage``'s configured guardrails, one vault for the whole batch."""
     from tierflow.settings import load_settings
+    from tierflow.telemetry import recording
 
-    cfg = load_settings(config).guardrails
+    settings = load_settings(config)
+    cfg = settings.guardrails
     typed = cast(Stage, stage)
     names = getattr(cfg.stages, typed) if cfg.enabled else []
     guards = guardrails_for_stage(names, cfg)
     vault = PlaceholderVault()
-    return [await run_stage(guards, text, GuardContext(stage=typed, vault=vault)) for text in texts]
+    with recording(settings.telemetry.enabled):
+        return [
+            await run_stage(guards, text, GuardContext(stage=typed, vault=vault)) for text in texts
+        ]
 
 
 def render(result: StageResult) -> str:

@@ -10,11 +10,21 @@ accepts and never answers is cut.
 A hosted backend with no API key is *unavailable*: the tier skips it and records why,
 rather than failing the run. A backend built from settings (:func:`build_backend`) also
 carries its retry policy and its circuit breaker, persisted in the state dir.
+
+How a backend is asked for tool calls (``Backend.tool_mode``) is the setting
+``[backends.<kind>] tool_calling``: ``auto`` keeps the kind's default (constrained
+decoding for ``local`` and ``vllm``, native tool calls for ``openai`` and ``mistral``), so a
+self-hosted server with good native tool calls stays a residency-local ``vllm:`` backend.
+
+Clients are built once and without I/O (a :class:`~tierflow.runner.runner.Runner` builds them all
+when it opens, :meth:`tierflow.models.tiers.TierSet.build_clients`); the embedded llama.cpp
+server still starts on its first request (:meth:`Backend.ready`), since that takes seconds.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,13 +38,27 @@ from tierflow.errors import BackendUnavailable, TierflowError
 from tierflow.models.local_model import DEFAULT_MODEL, resolve_model_path
 from tierflow.models.local_server import LocalServer, LocalServerConfig, shared_server
 from tierflow.resilience import CircuitBreaker, RetryPolicy, breaker_for, retry_policy_for
-from tierflow.settings import BackendKind, BackendRef, TierflowSettings
+from tierflow.settings import BackendKind, BackendRef, TierflowSettings, ToolCalling
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 
 ToolMode = Literal["native", "constrained"]
+
+#: Small self-hosted models follow a JSON schema far better than they emit native tool
+#: calls; hosted APIs' native tool calling is reliable.
+_DEFAULT_TOOL_MODES: dict[BackendKind, ToolMode] = {
+    BackendKind.LOCAL: "constrained",
+    BackendKind.VLLM: "constrained",
+    BackendKind.OPENAI: "native",
+    BackendKind.MISTRAL: "native",
+}
+
+
+def tool_mode_for(kind: BackendKind, tool_calling: ToolCalling) -> ToolMode:
+    """The tool mode of a backend of ``kind`` whose ``tool_calling`` setting is given."""
+    return _DEFAULT_TOOL_MODES[kind] if tool_calling == "auto" else tool_calling
 
 
 class BackendState(StrEnum):
@@ -62,9 +86,8 @@ class Backend(abc.ABC):
 
     #: Value of ``gen_ai.provider.name`` for this backend.
     provider: str = "unknown"
-    #: How agents ask this backend for tool calls: ``native`` tool calling (hosted APIs) or
-    #: ``constrained`` decoding against a JSON schema (small local models follow a schema
-    #: far better than they emit native tool calls).
+    #: How agents ask this backend for tool calls: ``native`` tool calling or
+    #: ``constrained`` decoding against a JSON schema; from settings, see :func:`tool_mode_for`.
     tool_mode: ToolMode = "native"
 
     def __init__(self, *, id: str, model_name: str, local: bool) -> None:
@@ -95,6 +118,15 @@ class Backend(abc.ABC):
         if self._model is not None and self.unavailable_reason() is None:
             return self._model
         return None
+
+    async def ready(self) -> BaseChatModel:
+        """The chat model, ready for a request: built if it was not yet (off the event
+        loop: a client loads its TLS certificates) and its server started if it runs here.
+        Raises :class:`BackendUnavailable`, or what starting the server raised."""
+        model = self.built_model()
+        if model is None:  # not built up front, e.g. a tier used without a Runner
+            model = await asyncio.to_thread(self.chat_model)
+        return model
 
     @abc.abstractmethod
     def _build(self) -> BaseChatModel: ...
@@ -147,18 +179,20 @@ class OpenAICompatibleBackend(Backend):
         ref: BackendRef,
         *,
         local: bool,
-        base_url: Callable[[], str],
+        base_url: str,
         api_key: SecretStr | None,
         needs_key: bool,
         settings: TierflowSettings,
         provider: str,
         temperature: float | None = None,
         tool_mode: ToolMode = "native",
+        self_hosted: bool = False,
         max_tokens: int | None = None,
         request_timeout_s: float | None = None,
     ) -> None:
         super().__init__(id=ref.id, model_name=ref.model or ref.kind.value, local=local)
         self.tool_mode = tool_mode
+        self._self_hosted = self_hosted  # llama.cpp / vLLM: response_format as is
         self._base_url = base_url
         self._api_key = api_key
         self._needs_key = needs_key
@@ -177,20 +211,32 @@ class OpenAICompatibleBackend(Backend):
         from langchain_openai import ChatOpenAI
 
         key = self._api_key or SecretStr("not-needed")
-        cls = _grammar_client(ChatOpenAI) if self.tool_mode == "constrained" else ChatOpenAI
+        # A self-hosted server gets response_format as is, whatever the tool mode: the
+        # router's structured output goes through it in native mode too.
+        cls = _grammar_client(ChatOpenAI) if self._self_hosted else ChatOpenAI
         return cls(
             model=self.model_name,
-            base_url=self._base_url(),
+            base_url=self._base_url,
             api_key=key,
             max_retries=0,
             timeout=_timeout(self._settings, self._request_timeout_s),
             temperature=self._temperature,
             max_completion_tokens=self._max_tokens,
             stream_usage=True,
+            **self._http_clients(),
         )
 
+    def _http_clients(self) -> dict[str, Any]:
+        """``http_client`` / ``http_async_client`` for ChatOpenAI (default: its own)."""
+        return {}
+
     async def _probe(self, http_timeout_s: float) -> BackendStatus:
-        return await self._probe_models_endpoint(self._base_url(), self._api_key, http_timeout_s)
+        return await self._probe_models_endpoint(self._base_url, self._api_key, http_timeout_s)
+
+
+#: Where the embedded server's client points until the server runs: requests are sent to
+#: the server's real address by :class:`_EmbeddedTransport` (the port is the OS's choice).
+_EMBEDDED_URL = "http://embedded.llama.cpp.invalid/v1"
 
 
 class LocalBackend(OpenAICompatibleBackend):
@@ -204,13 +250,14 @@ class LocalBackend(OpenAICompatibleBackend):
         super().__init__(
             BackendRef(kind=ref.kind, model=ref.model or name),
             local=True,
-            base_url=self._resolve_url,
+            base_url=self._external_url or _EMBEDDED_URL,
             api_key=None,
             needs_key=False,
             settings=settings,
             provider="llama.cpp",
             temperature=0.0,  # routing and extraction on a tiny model want determinism
-            tool_mode="constrained",
+            tool_mode=tool_mode_for(BackendKind.LOCAL, local.tool_calling),
+            self_hosted=True,
             max_tokens=local.max_tokens,
             request_timeout_s=local.request_timeout_s,
         )
@@ -228,10 +275,33 @@ class LocalBackend(OpenAICompatibleBackend):
             )
         return shared_server(self._server_config)
 
-    def _resolve_url(self) -> str:
-        if self._external_url:
-            return self._external_url
+    def _server_url(self) -> str:
+        """The embedded server's base URL; resolves the model file and starts the server
+        if needed (blocking: seconds)."""
         return self.server().base_url
+
+    def _running_url(self) -> str | None:
+        if self._server_config is None:
+            return None
+        server = shared_server(self._server_config)
+        return server.base_url if server.running else None
+
+    def _http_clients(self) -> dict[str, Any]:
+        if self._external_url:
+            return {}
+        transport = _EmbeddedTransport(self._running_url, self._server_url)
+        return {
+            "http_client": httpx.Client(transport=transport),
+            "http_async_client": httpx.AsyncClient(transport=transport),
+        }
+
+    async def ready(self) -> BaseChatModel:
+        model = await super().ready()
+        if not self._external_url and self._running_url() is None:
+            # Here rather than inside the request, so a missing model file is a failed
+            # attempt with its own message, not a retried connection error.
+            await asyncio.to_thread(self._server_url)
+        return model
 
     async def _probe(self, http_timeout_s: float) -> BackendStatus:
         if self._external_url:
@@ -253,9 +323,9 @@ class MistralBackend(Backend):
     provider = "mistral_ai"
 
     def __init__(self, ref: BackendRef, *, settings: TierflowSettings) -> None:
-        super().__init__(
-            id=ref.id, model_name=ref.model or "", local=settings.backends.mistral.local
-        )
+        cfg = settings.backends.mistral
+        super().__init__(id=ref.id, model_name=ref.model or "", local=cfg.local)
+        self.tool_mode = tool_mode_for(ref.kind, cfg.tool_calling)
         self._settings = settings
 
     def unavailable_reason(self) -> str | None:
@@ -288,6 +358,40 @@ class MistralBackend(Backend):
     async def _probe(self, http_timeout_s: float) -> BackendStatus:
         cfg = self._settings.backends.mistral
         return await self._probe_models_endpoint(cfg.base_url, cfg.api_key, http_timeout_s)
+
+
+class _EmbeddedTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Sends each request to the embedded server's current address, starting the server
+    first if it is not running (in a worker thread for the async client)."""
+
+    def __init__(self, running_url: Callable[[], str | None], start: Callable[[], str]) -> None:
+        self._running_url = running_url
+        self._start = start
+        self._sync = httpx.HTTPTransport()
+        self._async = httpx.AsyncHTTPTransport()
+
+    @staticmethod
+    def _redirect(request: httpx.Request, base_url: str) -> None:
+        target = httpx.URL(base_url)
+        request.url = request.url.copy_with(host=target.host, port=target.port)
+        request.headers["Host"] = target.netloc.decode("ascii")
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self._redirect(request, self._running_url() or self._start())
+        return self._sync.handle_request(request)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = self._running_url()
+        if url is None:
+            url = await asyncio.to_thread(self._start)
+        self._redirect(request, url)
+        return await self._async.handle_async_request(request)
+
+    def close(self) -> None:
+        self._sync.close()
+
+    async def aclose(self) -> None:
+        await self._async.aclose()
 
 
 def _grammar_client(base: Any) -> Any:
@@ -326,22 +430,24 @@ def _build_backend(ref: BackendRef, settings: TierflowSettings) -> Backend:
             return OpenAICompatibleBackend(
                 ref,
                 local=b.vllm.local,
-                base_url=lambda: b.vllm.base_url,
+                base_url=b.vllm.base_url,
                 api_key=b.vllm.api_key,
                 needs_key=False,
                 settings=settings,
                 provider="vllm",
-                tool_mode="constrained",
+                tool_mode=tool_mode_for(ref.kind, b.vllm.tool_calling),
+                self_hosted=True,
             )
         case BackendKind.OPENAI:
             return OpenAICompatibleBackend(
                 ref,
                 local=b.openai.local,
-                base_url=lambda: b.openai.base_url,
+                base_url=b.openai.base_url,
                 api_key=b.openai.api_key,
                 needs_key=True,
                 settings=settings,
                 provider="openai",
+                tool_mode=tool_mode_for(ref.kind, b.openai.tool_calling),
             )
         case BackendKind.MISTRAL:
             return MistralBackend(ref, settings=settings)

@@ -28,7 +28,7 @@ retries), so the run record can say which backend answered and why the others di
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -337,10 +337,8 @@ class Tier(BaseChatModel):
                 continue
             started = time.perf_counter()
             try:
-                # Building may start the embedded server (seconds): keep the loop free.
-                model = backend.built_model()
-                if model is None:
-                    model = await asyncio.to_thread(backend.chat_model)
+                # Built up front by the Runner; the embedded server may start here.
+                model = await backend.ready()
                 sent, extra = plan.prepare(backend, neutral) if plan else (list(neutral), {})
             except BackendUnavailable as exc:
                 if breaker is not None:
@@ -512,9 +510,10 @@ class TierSet(Mapping[str, Tier]):
         shared: dict[str, Backend] = {}  # one Backend (and client) per id across tiers
         tiers: dict[str, Tier] = {}
         for name, cfg in settings.tiers.items():
-            backends = [
-                shared.setdefault(ref.id, build_backend(ref, settings)) for ref in cfg.backends
-            ]
+            for ref in cfg.backends:
+                if ref.id not in shared:
+                    shared[ref.id] = build_backend(ref, settings)
+            backends = [shared[ref.id] for ref in cfg.backends]
             tiers[name] = Tier(
                 name=name,
                 backends=backends,
@@ -544,3 +543,16 @@ class TierSet(Mapping[str, Tier]):
             for backend in tier.backends:
                 seen.setdefault(backend.id, backend)
         return list(seen.values())
+
+    def build_clients(self) -> None:
+        """Build the client of every usable backend now (no network I/O: the embedded
+        server still starts on its first request), once, instead of on a first call.
+
+        A backend whose client cannot be built is left for its first call, which
+        records why as a failed attempt.
+        """
+        for tier in self._tiers.values():
+            for backend in tier.backends:
+                if backend.built_model() is None and backend.unavailable_reason() is None:
+                    with contextlib.suppress(Exception):
+                        backend.chat_model()

@@ -45,7 +45,9 @@ def run_record(
     """
     verdicts = [GuardrailVerdict.model_validate(v) for v in state.get("guardrails") or []]
     sensitive = bool(state.get("sensitive"))
-    jaeger = settings.telemetry.jaeger_ui_url if settings is not None else None
+    # No link for a run that was not traced.
+    traced = settings is not None and settings.telemetry.enabled
+    jaeger = settings.telemetry.jaeger_ui_url if traced and settings is not None else None
     trace_url = f"{jaeger.rstrip('/')}/trace/{trace_id}" if jaeger and trace_id else None
     if state.get("blocked") is not None:
         return RunRecord(

@@ -9,6 +9,7 @@ behaves the same.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -63,7 +64,8 @@ class Runner:
 
     Used as ``async with Runner() as runner:``, it keeps the checkpointer open and the
     compiled graphs cached across ``ask`` calls (a server would do this); otherwise each
-    ``ask`` opens and closes them, so nothing is left open at exit.
+    ``ask`` opens and closes them, so nothing is left open at exit. Model clients are
+    built once, when the runner opens (or on its first run), not per call.
 
     ``checkpointer`` takes any LangGraph checkpointer (memory, SQLite, Postgres); the
     default is SQLite at ``<state_dir>/checkpoints.sqlite``.
@@ -96,8 +98,16 @@ class Runner:
         self._stack: AsyncExitStack | None = None
         self._saver: BaseCheckpointSaver[Any] | None = None
         self._apps: dict[tuple[str, int], Any] = {}
+        self._clients_built = False
+
+    async def _build_clients(self) -> None:
+        if not self._clients_built:
+            # Off the loop: each client loads its TLS certificates.
+            await asyncio.to_thread(self.tiers.build_clients)
+            self._clients_built = True
 
     async def __aenter__(self) -> Self:
+        await self._build_clients()
         stack = AsyncExitStack()
         self._saver = await stack.enter_async_context(self._open_saver())
         self._stack = stack
@@ -248,6 +258,7 @@ class Runner:
         stream_tokens: bool,
         budget: BudgetSettings | None,
     ) -> RunRecord:
+        await self._build_clients()
         with workflow_span(graph, thread_id, self.settings) as span:
             trace_id = format_trace_id(span)
             async with AsyncExitStack() as stack:

@@ -14,9 +14,12 @@ A run is a tree an SRE can open in Jaeger::
 Set-up follows the standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_EXPORTER_OTLP_PROTOCOL`` = ``http/protobuf`` or ``grpc``, ``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``...). With no endpoint nothing is
-exported and nothing touches the network; a provider the application installed first is
-used as is. Prompts, tool arguments and results are never recorded unless content capture
-is on, and then only after redaction (:func:`set_redactor`).
+exported and nothing touches the network; a provider the application set (before or
+after tierflow's first span, a no-op one included) is used as is, and tierflow never sets
+the global providers. ``[telemetry] enabled = false`` turns tierflow's spans and metrics
+off for a run (:func:`recording` does it for any code). Prompts, tool arguments and
+results are never recorded unless content capture is on, and then only after redaction
+(:func:`set_redactor`).
 
 Tests and benchmarks route tierflow's telemetry to their own providers with
 :func:`use_providers`, without touching global state.
@@ -35,7 +38,14 @@ from tierflow.telemetry.content import (
 )
 from tierflow.telemetry.metrics import instruments
 from tierflow.telemetry.resilience import record_breaker, record_retry
-from tierflow.telemetry.setup import meter, setup, shutdown, tracer, use_providers
+from tierflow.telemetry.setup import (
+    meter,
+    recording,
+    setup,
+    shutdown,
+    tracer,
+    use_providers,
+)
 from tierflow.telemetry.spans import (
     conversation_id,
     finish_workflow,
@@ -67,6 +77,7 @@ __all__ = [
     "meter",
     "record_breaker",
     "record_retry",
+    "recording",
     "redact",
     "retrieval_span",
     "set_default_redactor",

@@ -1,15 +1,21 @@
 """Which providers tierflow's spans and metrics go to, and the OTLP exporters it installs.
 
-Rules, in order:
+Rules, in order, applied on each use (so they follow changes made after tierflow started):
 
-1. ``use_providers(...)`` (tests, benchmarks, an application wiring its own) wins while it
+1. Telemetry switched off for the code running here (:func:`recording`; a run whose
+   settings say ``[telemetry] enabled = false``): a no-op tracer and meter. No span, no
+   metric, nothing installed, nothing exported.
+2. ``use_providers(...)`` (tests, benchmarks, an application wiring its own) wins while it
    is active.
-2. A ``TracerProvider`` / ``MeterProvider`` the application already set globally is used
-   as is: tierflow never replaces it and never adds exporters to it.
-3. Otherwise tierflow installs an SDK ``TracerProvider`` (real trace ids even with no
-   exporter) and, only when the standard ``OTEL_*`` variables configure an OTLP endpoint,
-   a batch span processor and a periodic metric reader exporting to it. No endpoint, no
-   exporter, no network traffic.
+3. A ``TracerProvider`` / ``MeterProvider`` the application set globally, a no-op one
+   included, is used as is: tierflow never adds exporters to it, and since tierflow never
+   sets the global providers itself, it cannot replace one, even one set after tierflow's
+   first span. An application that set only a tracer provider owns telemetry: tierflow then
+   exports no metrics of its own.
+4. Otherwise tierflow's own SDK ``TracerProvider``, kept private (real trace ids even with
+   no exporter) and, only when the standard ``OTEL_*`` variables configure an OTLP
+   endpoint, a batch span processor and a periodic metric reader exporting to it. No
+   endpoint, no exporter, no network traffic.
 
 Exports run on the SDK's background threads. A collector that is down costs a run
 nothing: the export timeout is bounded, :func:`shutdown` waits a bounded time, and export
@@ -24,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +42,8 @@ from tierflow.telemetry.diagnostics import quiet_export_loggers, warn, warn_conf
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
+
+    from tierflow.settings import TierflowSettings
 
 #: Export timeout when ``OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_TIMEOUT`` is unset. The SDK's
 #: own default (10 s) would hold a CLI run's exit that long when the collector is down.
@@ -55,10 +64,12 @@ class _Export:
 
 @dataclass
 class _State:
+    """tierflow's own providers (rule 4), private: never set as the global ones."""
+
     tracer: trace.Tracer
     meter: metrics.Meter
-    tracer_provider: TracerProvider | None = None  # set only if tierflow installed it
-    meter_provider: MeterProvider | None = None
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None  # only when metrics are exported
     endpoint: str | None = None
     shut_down: bool = False
 
@@ -67,6 +78,12 @@ _lock = threading.Lock()
 _state: _State | None = None
 _override_tracer: trace.Tracer | None = None
 _override_meter: metrics.Meter | None = None
+_recording: ContextVar[bool] = ContextVar("tierflow_telemetry_recording", default=True)
+_NOOP_TRACER = trace.NoOpTracer()
+_NOOP_METER = metrics.NoOpMeter("tierflow")
+# The tracer and meter of the application's providers, per provider (rule 3).
+_app_tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
+_app_meter: tuple[metrics.MeterProvider, metrics.Meter] | None = None
 
 
 def _version() -> str:
@@ -158,38 +175,30 @@ def _resource() -> Any:
     return detected
 
 
-def _is_default(provider: object) -> bool:
-    # The API's defaults are proxies that record nothing (and yield all-zero trace ids).
-    return type(provider).__name__ in (
-        "ProxyTracerProvider",
-        "NoOpTracerProvider",
-        "_ProxyMeterProvider",
-        "NoOpMeterProvider",
-    )
+def _unset(provider: object) -> bool:
+    """Whether ``provider`` is the API's placeholder, there until an application sets one.
+    A ``NoOpTracerProvider`` is not: it is an application's choice of no tracing."""
+    return type(provider).__name__ in ("ProxyTracerProvider", "_ProxyMeterProvider")
 
 
 def _install() -> _State:
-    state = _State(tracer=trace.get_tracer(*_SCOPE), meter=metrics.get_meter(*_SCOPE))
-    installs = False
-    if _is_default(trace.get_tracer_provider()):
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        resource = _resource()
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        config = _export_config("traces")
-        exporter = _exporter("traces", config) if config else None
-        if config and exporter is not None:
-            provider.add_span_processor(BatchSpanProcessor(exporter))
-            state.endpoint = config.endpoint
-            installs = True
-        trace.set_tracer_provider(provider)
-        state.tracer_provider = provider
-        state.tracer = provider.get_tracer(*_SCOPE)
-        if _is_default(metrics.get_meter_provider()):
-            state.meter_provider = _install_meter_provider(resource, state)
-            installs = installs or state.meter_provider is not None
-    if installs:
+    resource = _resource()
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    state = _State(
+        tracer=provider.get_tracer(*_SCOPE),
+        meter=metrics.get_meter(*_SCOPE),
+        tracer_provider=provider,
+    )
+    config = _export_config("traces")
+    exporter = _exporter("traces", config) if config else None
+    if config and exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        state.endpoint = config.endpoint
+    state.meter_provider = _install_meter_provider(resource, state)
+    if state.endpoint is not None:
         quiet_export_loggers(state.endpoint)
         atexit.register(shutdown)
     return state
@@ -208,16 +217,16 @@ def _install_meter_provider(resource: Any, state: _State) -> MeterProvider | Non
         metric_readers=[PeriodicExportingMetricReader(exporter)],
         shutdown_on_exit=False,
     )
-    metrics.set_meter_provider(provider)
     state.meter = provider.get_meter(*_SCOPE)
     state.endpoint = state.endpoint or config.endpoint
     return provider
 
 
 def setup() -> None:
-    """Install tierflow's providers and the exporters ``OTEL_*`` configures (idempotent).
+    """Build tierflow's own providers and the exporters ``OTEL_*`` configures (idempotent).
 
-    Called on first use by :func:`tracer`; the CLI's exit calls :func:`shutdown`.
+    Called on first use by :func:`tracer` when the application set no provider; the
+    CLI's exit calls :func:`shutdown`. Never sets the global providers.
     """
     global _state
     if _state is None:
@@ -226,24 +235,63 @@ def setup() -> None:
                 _state = _install()
 
 
-def tracer() -> trace.Tracer:
-    """The tracer tierflow's spans come from."""
-    if _override_tracer is not None:
-        return _override_tracer
+def _own() -> _State:
     if _state is None:
         setup()
         assert _state is not None
-    return _state.tracer
+    return _state
+
+
+@contextlib.contextmanager
+def recording(enabled: bool) -> Iterator[None]:
+    """Record tierflow's spans and metrics (or not) for the code running inside, tasks it
+    starts included. The runner applies ``[telemetry] enabled`` with it to each run."""
+    token = _recording.set(enabled)
+    try:
+        yield
+    finally:
+        _recording.reset(token)
+
+
+def recording_setting(settings: TierflowSettings | None) -> bool:
+    """Whether a run with ``settings`` records telemetry (``None``: as the caller does)."""
+    if settings is None:
+        return _recording.get()
+    return settings.telemetry.enabled
+
+
+def tracer() -> trace.Tracer:
+    """The tracer tierflow's spans come from (see the module docstring for which)."""
+    global _app_tracer
+    if not _recording.get():
+        return _NOOP_TRACER
+    if _override_tracer is not None:
+        return _override_tracer
+    provider = trace.get_tracer_provider()
+    if _unset(provider):
+        return _own().tracer
+    cached = _app_tracer
+    if cached is None or cached[0] is not provider:
+        cached = _app_tracer = (provider, provider.get_tracer(*_SCOPE))
+    return cached[1]
 
 
 def meter() -> metrics.Meter:
-    """The meter tierflow's instruments come from."""
+    """The meter tierflow's instruments come from (see the module docstring for which)."""
+    global _app_meter
+    if not _recording.get():
+        return _NOOP_METER
     if _override_meter is not None:
         return _override_meter
-    if _state is None:
-        setup()
-        assert _state is not None
-    return _state.meter
+    provider = metrics.get_meter_provider()
+    if _unset(provider):
+        if not _unset(trace.get_tracer_provider()):
+            return _NOOP_METER  # the application owns telemetry and chose no metrics
+        return _own().meter
+    cached = _app_meter
+    if cached is None or cached[0] is not provider:
+        cached = _app_meter = (provider, provider.get_meter(*_SCOPE))
+    return cached[1]
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tierflow.telemetry import content as content
 from tierflow.telemetry import metrics as meters
-from tierflow.telemetry.setup import tracer
+from tierflow.telemetry.setup import recording, recording_setting, tracer
 from tierflow.telemetry.shapes import BackendLike, TierLike
 
 if TYPE_CHECKING:
@@ -148,8 +148,10 @@ def workflow_span(
 ) -> Iterator[Span]:
     """The root span of one run: ``invoke_workflow {graph}``.
 
-    Everything the run does below it inherits the conversation id and whether content is
-    captured (``settings``; see :mod:`tierflow.telemetry.content`).
+    Everything the run does below it inherits the conversation id, whether it is traced
+    at all (``[telemetry] enabled``: if not, this and every span below it is a
+    non-recording span that only carries the caller's trace context) and whether content
+    is captured (``settings``; see :mod:`tierflow.telemetry.content`).
     """
     attrs: Attrs = {
         OPERATION: "invoke_workflow",
@@ -159,6 +161,7 @@ def workflow_span(
     token = _conversation.set(thread_id)
     try:
         with (
+            recording(recording_setting(settings)),
             content.capture_scope(content.capture_setting(settings)),
             span(f"invoke_workflow {graph}", SpanKind.INTERNAL, attrs) as root,
         ):
