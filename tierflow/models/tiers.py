@@ -193,6 +193,13 @@ def parse_structured(message: AIMessage, output_type: type[T]) -> T:
     return output_type.model_validate_json(text)
 
 
+_RESIDENCY_WHY = {
+    "tier is local_only": "the tier is local_only",
+    "sensitive data": "the data is sensitive",
+    "caller is local_only": "the caller is local_only",
+}
+
+
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
@@ -304,10 +311,15 @@ class Tier(BaseChatModel):
         output_type: type[BaseModel] | None = None,
         plan: CallPlan | None = None,
         sensitive: bool = False,
+        local_only: bool = False,
         retry: RetryPolicy | None = None,
         **kwargs: Any,
     ) -> TierResult:
         """Call the first backend that works. Raises :class:`TierExhausted` if none does.
+
+        Residency: ``sensitive`` (the data was classified sensitive) and ``local_only``
+        (the caller, e.g. an ``Agent(local_only=True)``, is pinned to local backends) both
+        keep the call on backends marked local; the records say which applied.
 
         ``output_type`` asks for a validated pydantic value (``result.parsed``); ``plan``
         is the general form (see :class:`CallPlan`). ``retry`` overrides the tier's and the
@@ -315,14 +327,15 @@ class Tier(BaseChatModel):
         (checked before every request) propagates: it is not a backend failure.
         """
         attempts: list[Attempt] = []
+        pin = self._pin(sensitive, local_only)
         config = kwargs.pop("config", None)  # the caller's; the stream watch joins it
         if output_type is not None:
             plan = StructuredOutput(output_type)
         neutral = normalise_messages(messages)
         watch = StreamWatch()
         for index, backend in enumerate(self.backends):
-            trace_fallback(self, attempts, backend, sensitive)
-            why = self._forbidden(backend, sensitive)
+            trace_fallback(self, attempts, backend, pin)
+            why = self._forbidden(backend, pin)
             if why is not None:
                 attempts.append(Attempt(backend=backend.id, outcome="skipped", reason=why))
                 continue
@@ -361,7 +374,7 @@ class Tier(BaseChatModel):
                 config=config,
                 price=price,
                 watch=watch,
-                can_fall_back=functools.partial(self._can_fall_back, index, sensitive),
+                can_fall_back=functools.partial(self._can_fall_back, index, pin),
             )
             outcome = await call_with_retry(
                 request,
@@ -392,19 +405,29 @@ class Tier(BaseChatModel):
         partial = self._partial(watch, attempts, plan)
         if partial is not None:
             return partial
-        trace_fallback(self, attempts, None, sensitive)
-        raise self._exhausted(attempts, sensitive)
+        trace_fallback(self, attempts, None, pin)
+        raise self._exhausted(attempts, pin)
 
-    def _forbidden(self, backend: Backend, sensitive: bool) -> str | None:
-        """Why residency keeps this call away from ``backend`` (``None``: it may go)."""
-        if (self.local_only or sensitive) and not backend.local:
-            return "residency: " + ("tier is local_only" if self.local_only else "sensitive data")
+    def _pin(self, sensitive: bool, local_only: bool) -> str | None:
+        """Why this call may only go to local backends, if it may."""
+        if self.local_only:
+            return "tier is local_only"
+        if sensitive:
+            return "sensitive data"
+        if local_only:
+            return "caller is local_only"
         return None
 
-    def _can_fall_back(self, index: int, sensitive: bool) -> bool:
+    def _forbidden(self, backend: Backend, pin: str | None) -> str | None:
+        """Why residency keeps this call away from ``backend`` (``None``: it may go)."""
+        if pin is not None and not backend.local:
+            return f"residency: {pin}"
+        return None
+
+    def _can_fall_back(self, index: int, pin: str | None) -> bool:
         """Whether a backend after ``index`` could take this call now (no I/O)."""
         return any(
-            self._forbidden(b, sensitive) is None
+            self._forbidden(b, pin) is None
             and b.unavailable_reason() is None
             and (b.breaker is None or b.breaker.would_allow())
             for b in self.backends[index + 1 :]
@@ -435,10 +458,9 @@ class Tier(BaseChatModel):
             partial=True,
         )
 
-    def _exhausted(self, attempts: list[Attempt], sensitive: bool) -> TierExhausted:
-        if any(a.outcome == "skipped" for a in attempts):
-            why = "the tier is local_only" if self.local_only else "the data is sensitive"
-            return ResidencyExhausted(self.name, attempts, why)
+    def _exhausted(self, attempts: list[Attempt], pin: str | None) -> TierExhausted:
+        if pin is not None and any(a.outcome == "skipped" for a in attempts):
+            return ResidencyExhausted(self.name, attempts, _RESIDENCY_WHY[pin], pin=pin)
         return TierExhausted(self.name, attempts)
 
 

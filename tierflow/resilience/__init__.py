@@ -111,8 +111,13 @@ class ResidencyExhausted(TierExhausted):
     Hosted backends were skipped, never called: residency is not traded for an answer.
     """
 
-    def __init__(self, tier: str, attempts: Sequence[Attempt], why: str) -> None:
+    def __init__(
+        self, tier: str, attempts: Sequence[Attempt], why: str, *, pin: str = "sensitive data"
+    ) -> None:
         super().__init__(tier, attempts)
+        #: Why the call was pinned: "sensitive data", "tier is local_only" or
+        #: "caller is local_only".
+        self.pin = pin
         self.args = (
             f"tier '{tier}': {why}, so only local backends may serve this call, and none "
             f"could ({self.detail or 'no backends'})",

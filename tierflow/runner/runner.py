@@ -10,6 +10,7 @@ behaves the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
+import aiosqlite
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -37,6 +39,7 @@ from tierflow.guardrails.base import Guardrail
 from tierflow.models.tiers import Tier, TierSet
 from tierflow.record import RunRecord
 from tierflow.runner.control import INTERRUPT, check_thread, read_thread
+from tierflow.runner.events import RunEvent, RunFinished, parse_event
 from tierflow.runner.guards import guard_partial
 from tierflow.runner.record import run_record
 from tierflow.settings import BudgetSettings, TierflowSettings, load_settings
@@ -134,12 +137,22 @@ class Runner:
             yield self._checkpointer
             return
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path)) as saver:
+        # Opened by hand rather than with AsyncSqliteSaver.from_conn_string: a runner left
+        # open when its event loop ends must not hold the interpreter at exit (aiosqlite's
+        # worker thread is not a daemon) nor leave two nested async generators for the loop
+        # to finalise (which printed "aclose(): asynchronous generator is already running").
+        conn = aiosqlite.connect(str(self.checkpoint_path))
+        conn._thread.daemon = True  # aiosqlite has no option for it
+        await conn
+        try:
+            saver = AsyncSqliteSaver(conn)
             await saver.setup()  # WAL journal
             # In WAL mode NORMAL keeps every committed checkpoint through a process crash
             # (SIGKILL); only an OS crash can lose the last ones. FULL cost ~10 ms a run.
-            await saver.conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
             yield saver
+        finally:
+            await conn.close()
 
     def _entry(self, graph: str) -> GraphEntry:
         return self._graphs.get(graph) or get_entry(graph)
@@ -212,6 +225,51 @@ class Runner:
         thread_id = thread_id or uuid.uuid4().hex[:16]
         inputs = {"messages": [HumanMessage(question)]}
         return await self._run(graph, thread_id, inputs, on_event, stream_tokens, budget)
+
+    async def stream(
+        self,
+        question: str,
+        *,
+        graph: str = "default",
+        agent: Agent | None = None,
+        thread_id: str | None = None,
+        tokens: bool = True,
+        budget: BudgetSettings | None = None,
+    ) -> AsyncIterator[RunEvent]:
+        """Run like :meth:`ask`, yielding typed events as they happen (with ``tokens``,
+        the answer's tokens), then :class:`~tierflow.runner.events.RunFinished` with the
+        record. Leaving the loop early cancels the run (it can be continued later)."""
+        queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
+
+        def forward(raw: dict[str, Any]) -> None:
+            event = parse_event(raw)
+            if event is not None:
+                queue.put_nowait(event)
+
+        async def run() -> RunRecord:
+            try:
+                return await self.ask(
+                    question,
+                    graph=graph,
+                    agent=agent,
+                    thread_id=thread_id,
+                    on_event=forward,
+                    stream_tokens=tokens,
+                    budget=budget,
+                )
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            yield RunFinished(record=await task)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def resume(
         self,
@@ -290,7 +348,12 @@ class Runner:
                 if state is None or stopped is not None:
                     # A stopped run's partial result is what its checkpoint holds.
                     state = dict((await app.aget_state(config)).values)
-                pending = [i.value for i in state.pop(INTERRUPT, ())]
+                pending: list[Any] = []
+                if state.pop(INTERRUPT, None):
+                    # Every interrupt still waiting (one per tool call needing approval);
+                    # the stream's last chunk may carry only some of them.
+                    snapshot = await app.aget_state(config)
+                    pending = [i.value for i in snapshot.interrupts]
                 record = run_record(
                     state,
                     trace_id=trace_id,

@@ -346,17 +346,17 @@ def trace_fallback(
     tier: TierLike,
     attempts: Sequence[Attempt],
     next_backend: BackendLike | None,
-    sensitive: bool = False,
+    pinned: str | None = None,
 ) -> None:
     """Call at each step of a tier's chain: before trying ``next_backend`` (``None`` once
     the chain is exhausted). Turns the previous attempt, if it did not answer, into a
     ``tierflow.fallback`` event (from, to, reason) on the current span and a count;
-    on the first step, records a residency pin."""
+    on the first step, records a residency pin (``pinned``: why the call may only go to
+    local backends, e.g. ``sensitive data``)."""
     current = trace.get_current_span()
     if not attempts:
-        if tier.local_only or sensitive:
-            why = "tier is local_only" if tier.local_only else "sensitive data"
-            current.set_attribute("tierflow.residency.pinned", why)
+        if pinned:
+            current.set_attribute("tierflow.residency.pinned", pinned)
         return
     last = attempts[-1]
     if last.outcome == "ok":

@@ -59,7 +59,7 @@ PAGES: tuple[tuple[str, str], ...] = (
     ),
 )
 
-PDF_PATH = Path(__file__).parent / "demo" / "docs" / "product-care-guide.pdf"
+PDF_PATH = Path(__file__).parents[1] / "demo" / "docs" / "product-care-guide.pdf"
 _LEFT, _TOP, _LEADING, _WIDTH_CHARS = 56, 780, 15, 88
 
 

@@ -1,0 +1,91 @@
+"""Typed run events: what :meth:`tierflow.Runner.stream` yields.
+
+Each is a pydantic model with a ``type`` literal, so a consumer can ``match`` on the class
+or serialise it as JSON (the server streams the same shapes)::
+
+    async for event in runner.stream("How many orders came from France?"):
+        match event:
+            case NodeStarted(node=node, tier=tier):
+                print(f"{node} on {tier}")
+            case Token(text=text):
+                print(text, end="")
+            case RunFinished(record=record):
+                print(record.status)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from tierflow.record import RunRecord
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class NodeStarted(_Event):
+    type: Literal["node_started"] = "node_started"
+    node: str
+    tier: str
+
+
+class NodeFinished(_Event):
+    type: Literal["node_finished"] = "node_finished"
+    node: str
+    tier: str
+    backend: str | None = None
+    route: str | None = None  # a routing node's decision
+    plan: list[str] | None = None  # a planner's steps
+
+
+class ToolCallEvent(_Event):
+    type: Literal["tool_call"] = "tool_call"
+    node: str
+    tool: str
+    id: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResultEvent(_Event):
+    type: Literal["tool_result"] = "tool_result"
+    node: str
+    tool: str
+    id: str | None = None
+    ok: bool
+
+
+class Token(_Event):
+    type: Literal["token"] = "token"
+    node: str | None = None
+    text: str
+
+
+class Blocked(_Event):
+    type: Literal["blocked"] = "blocked"
+    stage: str
+    reason: str | None = None
+
+
+class RunFinished(_Event):
+    type: Literal["run_finished"] = "run_finished"
+    record: RunRecord
+
+
+RunEvent = Annotated[
+    NodeStarted | NodeFinished | ToolCallEvent | ToolResultEvent | Token | Blocked | RunFinished,
+    Field(discriminator="type"),
+]
+
+_ADAPTER: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+
+
+def parse_event(raw: dict[str, Any]) -> RunEvent | None:
+    """The typed event for a progress dict (``{"event": ..., ...}``); None if unknown."""
+    kind = raw.get("event")
+    try:
+        return _ADAPTER.validate_python({**raw, "type": kind})
+    except ValueError:
+        return None
