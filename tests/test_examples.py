@@ -51,7 +51,7 @@ async def test_triage_example_keeps_billing_local_and_uses_its_tool(
     assert record.route == "billing"
     assert record.answer == "INV-1042 was paid twice; a refund is pending."
     assert hosted.calls == []  # residency: the billing agent is local_only
-    assert record.steps[1].attempts[0].reason == "residency: sensitive data"
+    assert record.steps[1].attempts[0].reason == "residency: caller is local_only"
     call = record.steps[1].tool_calls[0]
     assert (call.name, call.ok) == ("invoice_status", True)
     assert '"status": "paid twice"' in str(local.calls[1].messages[-1].content)
