@@ -61,7 +61,7 @@ from tierflow.guardrails.runtime import (
 from tierflow.models.tiers import Tier, TierSet, parse_structured
 from tierflow.record import Attempt, ToolCallRecord
 from tierflow.resilience import ResidencyExhausted
-from tierflow.state import GraphState, run_messages
+from tierflow.state import GraphState, VerdictEntry, run_messages
 from tierflow.telemetry import trace_agent, trace_tool_call
 from tierflow.tools.tool import UNAVAILABLE, ToolContext, ToolOutcome
 
@@ -140,7 +140,7 @@ def _degraded_reply(agent: Agent, tier: Tier, step: ModelStep) -> AIMessage:
 
 async def _agent_input(
     guards: RunGuards, agent: Agent, question: HumanMessage
-) -> tuple[HumanMessage | None, str | None, list[dict[str, Any]]]:
+) -> tuple[HumanMessage | None, str | None, list[VerdictEntry]]:
     """The agent's own input guardrails on the question: (redacted question or None,
     block reason or None, verdicts)."""
     result = await guards.check(
@@ -169,7 +169,7 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
         history: list[BaseMessage] = list(state.get("messages", []))
         this_run = run_messages(state)
         update: dict[str, Any] = {}
-        verdicts: list[dict[str, Any]] = []
+        verdicts: list[VerdictEntry] = []
         own_input = guards.applies(
             "input", agent=agent.name, agent_guardrails=agent.guardrails, include_graph=False
         )
@@ -304,7 +304,7 @@ async def _validated(
 
 async def _guard_answer(
     guards: RunGuards, agent: Agent, text: str, this_run: Sequence[BaseMessage]
-) -> tuple[str, list[dict[str, Any]]]:
+) -> tuple[str, list[VerdictEntry]]:
     """The agent's own output guardrails (the graph's run in its output stage)."""
     if not guards.applies(
         "output", agent=agent.name, agent_guardrails=agent.guardrails, include_graph=False
@@ -375,7 +375,7 @@ def tools_node(agent: Agent) -> NodeFn:
         call: ToolCall,
         state: Mapping[str, Any],
         guards: RunGuards,
-        verdicts: list[dict[str, Any]],
+        verdicts: list[VerdictEntry],
         rejected: bool,
         args: dict[str, Any],
     ) -> ToolMessage:
@@ -426,7 +426,7 @@ def tools_node(agent: Agent) -> NodeFn:
             return {}
         rejected, args = approval(call)
         guards = run_guards(state)
-        verdicts: list[dict[str, Any]] = []
+        verdicts: list[VerdictEntry] = []
         message = await one(call, state, guards, verdicts, rejected, args)
         if not verdicts:
             return {"messages": [message]}

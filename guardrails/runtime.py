@@ -1,19 +1,18 @@
-"""Guardrails inside a run: which ones apply where, and the run-scoped context nodes use.
+"""Guardrails inside a run: which ones apply where, and the checks nodes make.
 
-The runner opens a :class:`RunGuards` for each run (:func:`guard_scope`): the graph's
-stages (from ``[guardrails]``, ``[guardrails.graphs.NAME]`` and ``Runner(guardrails=...)``),
-the run's placeholder vault and residency class. Agent nodes ask it to check tool calls,
-tool results and answers (:meth:`RunGuards.check`), adding the agent's own guardrails
-(``Agent.guardrails`` and ``[guardrails.agents.NAME]``). Verdicts travel in the graph
-state (``guardrails``), so a run resumed from a checkpoint keeps them.
+A node builds a :class:`RunGuards` from the graph's policy (the stages of ``[guardrails]``,
+``[guardrails.graphs.NAME]`` and guardrails given in code; see
+``tierflow.agents.policy``) and the thread's state (placeholder vault, residency class).
+Nodes ask it to check the question, tool calls, tool results and answers
+(:meth:`RunGuards.check`), adding an agent's own guardrails (``Agent.guardrails`` and
+``[guardrails.agents.NAME]``). Verdicts travel in the graph state (``guardrails``), so a
+run resumed from a checkpoint keeps them. Nothing here is process-global.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ from tierflow.guardrails.builtin import builtin_guardrail
 from tierflow.guardrails.builtin.pii import redact_pii
 from tierflow.guardrails.builtin.secrets import SecretsGuardrail
 from tierflow.settings import GuardrailsSettings, GuardrailStageSettings, TierflowSettings
+from tierflow.state import VerdictEntry
 from tierflow.telemetry import guardrail_span, set_default_redactor
 from tierflow.tools.tool import Tool, ToolOutcome
 
@@ -74,15 +74,10 @@ def answer_after(result: StageResult, answer: str) -> str:
     return result.text
 
 
-def verdict_records(result: StageResult) -> list[dict[str, Any]]:
+def verdict_records(result: StageResult) -> list[VerdictEntry]:
     """The run record's ``guardrails`` entries for one stage."""
     return [
-        {
-            "stage": result.stage,
-            "name": v.guardrail,
-            "action": v.action.value,
-            "reason": v.reason,
-        }
+        VerdictEntry(stage=result.stage, name=v.guardrail, action=v.action.value, reason=v.reason)
         for v in result.verdicts
     ]
 
@@ -167,23 +162,6 @@ class RunGuards:
         return {"guard_vault": self.vault.as_dict(), "sensitive": self.sensitive}
 
 
-_current: ContextVar[RunGuards | None] = ContextVar("tierflow_run_guards", default=None)
-
-
-def current_guards() -> RunGuards | None:
-    """The guardrails of the run this task belongs to (``None`` outside a run)."""
-    return _current.get()
-
-
-@contextmanager
-def guard_scope(guards: RunGuards | None) -> Iterator[RunGuards | None]:
-    token = _current.set(guards)
-    try:
-        yield guards
-    finally:
-        _current.reset(token)
-
-
 def retrieved_passages(messages: Sequence[Any]) -> list[str]:
     """The passage texts ``retrieve`` returned in ``messages`` (for the grounding check)."""
     out: list[str] = []
@@ -203,7 +181,7 @@ async def guard_tool_call(
     guards: RunGuards,
     tool: str,
     args: dict[str, Any],
-    verdicts: list[dict[str, Any]],
+    verdicts: list[VerdictEntry],
     agent: str | None = None,
     agent_guardrails: Sequence[Guardrail] = (),
 ) -> tuple[dict[str, Any], str | None]:
@@ -236,7 +214,7 @@ async def guard_tool_result(
     tool: str,
     content: str,
     outcome: ToolOutcome,
-    verdicts: list[dict[str, Any]],
+    verdicts: list[VerdictEntry],
     agent: str | None = None,
     agent_guardrails: Sequence[Guardrail] = (),
 ) -> tuple[str, ToolOutcome]:
@@ -260,13 +238,13 @@ async def guard_tool_result(
 
 async def guarded_tool_run(
     settings: TierflowSettings, tool: Tool, args: dict[str, Any]
-) -> tuple[ToolOutcome, list[dict[str, Any]]]:
+) -> tuple[ToolOutcome, list[VerdictEntry]]:
     """Run one tool as an agent of the default graph would: tool-call guardrails, the
     tool, tool-result guardrails (``tierflow tool``). Returns what the model would read."""
     guards = RunGuards(
         stages=graph_guardrails(settings.guardrails, "default"), cfg=settings.guardrails
     )
-    verdicts: list[dict[str, Any]] = []
+    verdicts: list[VerdictEntry] = []
     args, blocked = await guard_tool_call(guards, tool.name, args, verdicts)
     if blocked is not None:
         return ToolOutcome.failure("blocked_by_guardrail", blocked), verdicts

@@ -16,9 +16,16 @@ from langgraph.graph.message import add_messages
 #: A step of the run record (:class:`tierflow.record.Step`) as stored in the state: plain
 #: JSON, so checkpoints stay portable and cheap to (de)serialise.
 StepEntry = dict[str, Any]
-#: A guardrail verdict as stored in the state: ``{stage, name, action, reason}`` (the shape
-#: of :class:`tierflow.record.GuardrailVerdict`).
-VerdictEntry = dict[str, Any]
+
+
+class VerdictEntry(TypedDict):
+    """A guardrail verdict as stored in the state (the shape of
+    :class:`tierflow.record.GuardrailVerdict` and of ``ask --json``'s ``guardrails``)."""
+
+    stage: str
+    name: str
+    action: str  # allow | redact | block
+    reason: str | None
 
 
 def merge_steps(left: list[StepEntry] | None, right: list[StepEntry] | None) -> list[StepEntry]:

@@ -82,3 +82,29 @@ async def test_a_compiled_graph_passes_thread_id_deps_and_sensitive_to_the_tool(
     result = next(m for m in out["messages"] if m.type == "tool")
     assert result.content == "lamp, desk"
     assert out["messages"][-1].content == "You ordered a lamp and a desk."
+
+
+async def test_the_runner_passes_its_deps_and_settings(tmp_path: Any) -> None:
+    from tierflow import Runner
+    from tierflow.settings import load_settings
+
+    SEEN.clear()
+    model = ScriptedChatModel().enqueue(
+        AIMessage(content="", tool_calls=[{"name": "my_orders", "args": {"limit": 1}, "id": "c"}]),
+        "a lamp",
+    )
+    settings = load_settings(state_dir=tmp_path)
+    runner = Runner(
+        settings, tiers={"t": scripted_tier("t", model)}, deps={"orders": ["lamp", "desk"]}
+    )
+    agent = Agent(name="clerk", instructions="Use tools.", tier="t", tools=[my_orders])
+
+    record = await runner.ask("What did I order?", agent=agent, thread_id="r1")
+
+    [context] = SEEN
+    assert (context.thread_id, context.deps, context.settings) == (
+        "r1",
+        {"orders": ["lamp", "desk"]},
+        settings,
+    )
+    assert record.steps[0].tool_calls[0].ok is True

@@ -84,8 +84,12 @@ class Runner:
         checkpointer: BaseCheckpointSaver[Any] | None = None,
         guardrails: Sequence[Guardrail] = (),
         budget: BudgetSettings | None = None,
+        deps: Any = None,
     ) -> None:
         self.settings = settings or load_settings()
+        #: What tools that declare a ToolContext get as ``context.deps`` (a database
+        #: handle, an API client...); the run's settings come along as ``context.settings``.
+        self.deps = deps
         #: Each run's limits (``[budget]`` unless given); ``ask(budget=...)`` overrides.
         self.budget = budget or self.settings.budget
         self._guardrails = tuple(guardrails)  # added to every graph's stages
@@ -327,7 +331,14 @@ class Runner:
                 ticket = RunTicket(
                     run_id=uuid.uuid4().hex, started_at=time.time(), budget=budget or self.budget
                 )
-                config: Any = {"configurable": {"thread_id": thread_id, TICKET_KEY: ticket}}
+                config: Any = {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        TICKET_KEY: ticket,
+                        "settings": self.settings,
+                        "deps": self.deps,
+                    }
+                }
                 saved = await saver.aget_tuple(config)
                 check_thread(thread_id, await read_thread(app, config, saved), inputs)
                 # Stream only what someone listens to: unused modes still cost per event.
