@@ -90,7 +90,7 @@ def test_ask_json_end_to_end_falls_back_to_local(tmp_path: Path) -> None:
         "usage",
     }
     assert record["degraded"] is False
-    assert "paris" in record["answer"].lower()
+    assert record["answer"].strip()  # what a 0.5B model says is the answer benchmark's job
     assert record["route"] is None  # the direct graph has no router
     assert len(record["trace_id"]) == 32
     (answer,) = record["steps"]
@@ -111,7 +111,10 @@ def test_ask_json_end_to_end_falls_back_to_local(tmp_path: Path) -> None:
         "ask", "--json", "--graph", "direct", "--thread", "e2e", "And of Italy?", cwd=tmp_path
     )
     assert again.returncode == 0, again.stderr
-    assert "rome" in json.loads(again.stdout)["answer"].lower()
+    second = json.loads(again.stdout)
+    assert second["thread_id"] == "e2e" and second["answer"].strip()
+    # the model was sent the first exchange too: the thread was read back from the file
+    assert second["usage"]["input_tokens"] > usage["input_tokens"]
 
 
 def test_ask_plain_output_says_which_backend_answered(tmp_path: Path) -> None:
