@@ -167,14 +167,16 @@ class Runner:
         return RunPolicy.from_settings(self.settings, graph, extra, self.budget)
 
     def compile(self, graph: str = "default", saver: BaseCheckpointSaver[Any] | None = None) -> Any:
-        """``graph`` compiled with its run stages and policy (cached per checkpointer)."""
+        """``graph`` compiled with its run stages and policy. Cached while the runner is
+        open (a server does this), or for a checkpointer given to the runner."""
         key = (graph, id(saver))
-        if key not in self._apps:
-            builder = self._entry(graph).factory(self.context)
-            self._apps[key] = compile_graph(
-                builder, self.policy(graph), name=graph, checkpointer=saver
-            )
-        return self._apps[key]
+        if key in self._apps:
+            return self._apps[key]
+        builder = self._entry(graph).factory(self.context)
+        app = compile_graph(builder, self.policy(graph), name=graph, checkpointer=saver)
+        if saver is not None and saver in (self._saver, self._checkpointer):
+            self._apps[key] = app
+        return app
 
     async def _app(self, graph: str, saver: BaseCheckpointSaver[Any]) -> Any:
         return self.compile(graph, saver)
