@@ -67,6 +67,12 @@ def _guardrails_latency() -> dict[str, Any]:
     return run()
 
 
+def _startup() -> dict[str, Any]:
+    from tierflow.bench.startup import run
+
+    return run()
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "guardrails-eval": _guardrails_eval,
     "guardrails-latency": _guardrails_latency,
@@ -77,6 +83,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "bfcl": _bfcl,
     "load": _load,
     "failover": _failover,
+    "startup": _startup,
 }
 
 
