@@ -1,4 +1,6 @@
-"""Benchmarks (``tierflow bench [NAME]``); results are recorded in ``bench/results/``."""
+"""Benchmarks (``tierflow bench [NAME]``); results are recorded in ``bench/results/``.
+Layer: bench; may import runner, testing and every layer below them; never cli or ui.
+"""
 
 from tierflow.bench.runner import BENCHMARKS, run_benchmarks
 

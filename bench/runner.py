@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tierflow.bench.record import record_results
 from tierflow.errors import UserError
 
 Benchmark = Callable[[], dict[str, Any]]
@@ -70,6 +67,12 @@ def _guardrails_latency() -> dict[str, Any]:
     return run()
 
 
+def _startup() -> dict[str, Any]:
+    from tierflow.bench.startup import run
+
+    return run()
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "guardrails-eval": _guardrails_eval,
     "guardrails-latency": _guardrails_latency,
@@ -80,16 +83,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "bfcl": _bfcl,
     "load": _load,
     "failover": _failover,
+    "startup": _startup,
 }
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "processor": platform.machine(),
-    }
 
 
 def run_benchmarks(name: str | None, results_dir: Path) -> None:
@@ -100,15 +95,4 @@ def run_benchmarks(name: str | None, results_dir: Path) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     for n in names:
         print(f"running {n}…", file=sys.stderr, flush=True)
-        figures = BENCHMARKS[n]()
-        record = {
-            "benchmark": n,
-            "command": f"tierflow bench {n}",
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": _machine(),
-            "results": figures,
-        }
-        path = results_dir / f"{n}.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        print(json.dumps(record["results"], indent=2))
-        print(f"recorded in {path}", file=sys.stderr)
+        record_results(n, BENCHMARKS[n](), results_dir, command=f"tierflow bench {n}")

@@ -1,8 +1,7 @@
-"""Graph composition on LangGraph: the router node, ready-made shapes, named graphs, and
-the run stages every compiled graph carries (:func:`compile_graph`, :func:`graph`).
+"""Graphs on LangGraph: the router node, ready-made shapes, named graphs, the run stages.
+Layer: graphs; may import agents and every layer below it; only runner, testing and up use it.
 
-Layer: may import agents and everything below (guardrails, tools, models, resilience,
-telemetry, core); only drivers (runner, cli, server, ui, bench) import it.
+Every compiled graph carries its run stages (:func:`compile_graph`, :func:`graph`).
 """
 
 from tierflow.graphs.builder import (

@@ -1,4 +1,5 @@
-"""Input, tool-call, tool-result and output guardrails.
+"""Input, tool-call, tool-result and output guardrails: the contract, built-ins, stages.
+Layer: guardrails; may import only tools, models, resilience, telemetry and the core.
 
 The contract is in :mod:`tierflow.guardrails.base` (``Verdict``, ``GuardContext``,
 ``@guardrail``, ``run_stage``); the built-ins are named in :mod:`tierflow.guardrails.builtin`.

@@ -1,8 +1,20 @@
-"""tierflow: agent graphs whose nodes are bound to model tiers.
+"""tierflow: the public API (lazy re-exports), the core modules and the packages of layers.
+Layer: the root, outside the layers: it may name any layer, and imports none when loaded.
 
-Small local models route and handle sensitive work; large hosted models reason. The
-public surface is re-exported here lazily (PEP 562): ``import tierflow`` loads almost
-nothing, and each name imports its module on first use, as ``langgraph`` does.
+Agent graphs whose nodes are bound to model tiers: small local models route and handle
+sensitive work; large hosted models reason. The public surface is re-exported here lazily
+(PEP 562): ``import tierflow`` loads almost nothing, and each name imports its module on
+first use, as ``langgraph`` does.
+
+The layers, top to bottom; each may import only those below it (pyproject.toml
+``[tool.importlinter]``, checked by ``make layers``); ``a | b`` share a layer and must not
+import each other::
+
+    cli | ui  >  bench  >  runner | testing  >  graphs  >  agents  >  guardrails  >  tools
+    >  models  >  resilience  >  telemetry  >  the core
+
+The core is the modules of this package, themselves layered: ``state`` > ``budget`` >
+``settings`` > ``errors`` > ``record``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
 """The built-in guardrails by name, as ``[guardrails.stages]`` in ``tierflow.toml`` lists them.
+Layer: guardrails; may import only tools, models, resilience, telemetry and the core.
 
 ::
 

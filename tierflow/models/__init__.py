@@ -1,5 +1,6 @@
-"""Models: backends (one per provider kind), tiers (a chat model with a fallback chain),
-the request path of one call, the embedded llama.cpp model and its server, embeddings.
+"""Models: backends, tiers (a chat model with a fallback chain), the embedded model, embeddings.
+Layer: models; may import only resilience, telemetry and the core.
 
-Layer: may import the core (errors, settings, record, budget), telemetry and resilience.
+Backends are one per provider kind; ``request`` holds the request path of one call; the
+embedded model is llama.cpp with its own server.
 """

@@ -1,4 +1,5 @@
 """Resilience: retries of one backend, circuit breakers, and what a fallback must normalise.
+Layer: resilience; may import only telemetry and the core (state, budget, settings, errors, record).
 
 DESIGN.md keeps three separate layers; this module holds the first two and the shared
 classification, and :class:`tierflow.models.tiers.Tier` applies them while it walks its chain

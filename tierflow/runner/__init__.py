@@ -1,7 +1,7 @@
-"""The runner: drives a compiled graph for one question (checkpointer, thread
-bookkeeping, the run record). A driver: it may import every layer below it.
+"""The runner: drives a compiled graph for one question (checkpointer, threads, run record).
+Layer: runner (beside testing, never importing it); may import graphs and every layer below.
 
-Layer: top (with cli, server, ui, bench); nothing below imports it.
+A driver: bench, cli and ui use it; nothing below it imports it.
 """
 
 from tierflow.runner.events import (

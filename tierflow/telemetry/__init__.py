@@ -1,4 +1,5 @@
 """Tracing and metrics: one OpenTelemetry trace per run, GenAI semantic-convention spans.
+Layer: telemetry; may import only the core (state, budget, settings, errors, record).
 
 A run is a tree an SRE can open in Jaeger::
 

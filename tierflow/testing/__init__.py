@@ -1,4 +1,5 @@
 """Test helpers for tierflow and for builders testing their own graphs offline.
+Layer: testing (beside runner, never importing it); may import graphs and every layer below.
 
 - :class:`ScriptedChatModel` / :class:`ScriptedBackend` / :func:`scripted_tier`: a model
   that answers from a queue, for unit tests of graphs.

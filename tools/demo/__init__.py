@@ -1,1 +1,3 @@
-"""Demo data so the main job shows every tool offline: a shop database and a document corpus."""
+"""Demo data so every tool works offline: a shop database and a document corpus.
+Layer: tools; may import only models, resilience, telemetry and the core.
+"""

@@ -1,4 +1,5 @@
 """The ``retrieve`` tool: hybrid (dense + BM25) search over a folder of documents.
+Layer: tools (no other tool family); may import only models, resilience, telemetry, the core.
 
 The folder is ``settings.tools.retrieval.docs_dir`` (env ``TIERFLOW_DOCS_DIR``), by default
 the demo corpus shipped in ``tierflow.tools.demo`` (policies and handbook pages of a small

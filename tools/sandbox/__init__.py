@@ -1,4 +1,5 @@
 """``run_python``: model-written Python in a sandbox that fails closed.
+Layer: tools (no other tool family); may import only models, resilience, telemetry, the core.
 
 The code runs in a separate process under the strongest sandbox layer that actually works
 on this machine, found once per process by running a probe that attacks it

@@ -1,4 +1,5 @@
 """The ``sql_schema`` and ``sql_query`` tools: read-only SQL over one configured database.
+Layer: tools (no other tool family); may import only models, resilience, telemetry, the core.
 
 The model never chooses the database: ``settings.tools.sql.url`` (env ``TIERFLOW_SQL_URL``)
 does, as ``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``duckdb:///x.duckdb`` or
