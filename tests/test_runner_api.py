@@ -122,6 +122,20 @@ async def test_each_tool_call_gets_its_own_decision(settings: TierflowSettings) 
     assert any("rejected" in t for t in read)
 
 
+async def test_one_decision_applies_to_every_waiting_call(settings: TierflowSettings) -> None:
+    REFUNDED.clear()
+    model = ScriptedChatModel().enqueue(
+        _calls(("refund", {"order_id": "A1"}), ("refund", {"order_id": "B2"})), "both done"
+    )
+    runner = Runner(settings, tiers={"t": scripted_tier("t", model)})
+    paused = await runner.ask("refund two orders", agent=CLERK, thread_id="d2")
+    assert len(paused.pending_approval) == 2
+
+    done = await runner.resume("d2", "approve")
+
+    assert done.status == "completed" and sorted(REFUNDED) == ["A1", "B2"]
+
+
 def test_a_runner_left_open_exits_cleanly(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """

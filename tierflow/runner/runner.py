@@ -305,12 +305,16 @@ class Runner:
                 raise UserError(f"no conversation with thread id '{thread_id}'")
             graph = str(saved.checkpoint["channel_values"].get("graph") or "default")
             inputs: Command[Any] | None = None  # continue, re-running only unfinished steps
-            if decisions:
+            if decisions or decision is not None:
                 app = self.compile(graph, saver)
                 snapshot = await app.aget_state({"configurable": {"thread_id": thread_id}})
-                inputs = Command(resume=_resume_map(snapshot.interrupts, decisions))
-            elif decision is not None:
-                inputs = Command(resume=decision)
+                if decisions:
+                    inputs = Command(resume=_resume_map(snapshot.interrupts, decisions))
+                elif len(snapshot.interrupts) > 1:
+                    # One decision for every waiting call: LangGraph wants it per interrupt.
+                    inputs = Command(resume={i.id: decision for i in snapshot.interrupts})
+                else:
+                    inputs = Command(resume=decision)
         return await self._run(graph, thread_id, inputs, on_event, stream_tokens, budget)
 
     async def _run(
