@@ -295,9 +295,25 @@ def _degraded_reason(record: Any) -> str:
 
 
 @app.command()
-def doctor(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+def doctor(
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    probe: Annotated[
+        str | None,
+        typer.Option(
+            "--probe",
+            metavar="BACKEND",
+            help="Contract-test one OpenAI-compatible backend (local, vllm:<model>, "
+            "openai:<model>): a forced tool call, a 9-character tool-call id round trip, "
+            "response_format json_schema. Exit 0 if all pass, 1 otherwise.",
+        ),
+    ] = None,
+) -> None:
     """Show each configured backend, its state and its circuit breaker (starts the
     embedded model). Breaker states are those the last runs persisted in the state dir."""
+    if probe is not None:
+        _probe(probe, as_json, config)
+        return
     import asyncio
 
     from rich.markup import escape
@@ -368,6 +384,35 @@ def doctor(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
         if b["last_error"]:
             line += f"; last error at {b['last_error_at']}: {escape(b['last_error'])}"
         out.print(line, highlight=False, soft_wrap=True)
+
+
+def _probe(backend_id: str, as_json: bool, config: Path | None) -> None:
+    from rich.markup import escape
+
+    from tierflow.models.probe import CHECK_TITLES, probe_backend
+    from tierflow.settings import load_settings
+
+    def run() -> Any:
+        settings = load_settings(config)
+        if as_json:
+            return _run_async(probe_backend(backend_id, settings))
+        with err.status(f"Probing {backend_id}…", spinner="dots"):
+            return _run_async(probe_backend(backend_id, settings))
+
+    report = _guard(run)
+    if as_json:
+        print(json.dumps(report.to_json()))
+    else:
+        table = Table(title=f"probe {escape(report.backend)} ({escape(report.base_url)})")
+        for col in ("check", "result", "detail"):
+            table.add_column(col)
+        for c in report.checks:
+            result = "[green]ok[/]" if c.ok else "[red]failed[/]"
+            detail = escape(c.detail) + (f"\n[yellow]note:[/] {escape(c.note)}" if c.note else "")
+            table.add_row(CHECK_TITLES.get(c.name, c.name), result, detail)
+        out.print(table)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @local_app.command("fetch")

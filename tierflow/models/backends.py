@@ -71,6 +71,20 @@ class BackendState(StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """Where an OpenAI-compatible backend's requests go, for code that speaks the wire
+    protocol itself (``tierflow doctor --probe``)."""
+
+    base_url: str  # ends in /v1
+    api_key: SecretStr | None
+    timeout: httpx.Timeout
+
+    def headers(self) -> dict[str, str]:
+        key = self.api_key.get_secret_value() if self.api_key else None
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@dataclass(frozen=True, kw_only=True)
 class BackendStatus:
     """What ``tierflow doctor`` reports for one backend."""
 
@@ -230,6 +244,18 @@ class OpenAICompatibleBackend(Backend):
         """``http_client`` / ``http_async_client`` for ChatOpenAI (default: its own)."""
         return {}
 
+    async def endpoint(self) -> Endpoint:
+        """The server's base URL, key and timeouts (the embedded server is started first).
+        Raises :class:`BackendUnavailable` when the backend cannot be used (no key)."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailable(f"{self.id}: {reason}")
+        return Endpoint(
+            base_url=self._base_url,
+            api_key=self._api_key,
+            timeout=_timeout(self._settings, self._request_timeout_s),
+        )
+
     async def _probe(self, http_timeout_s: float) -> BackendStatus:
         return await self._probe_models_endpoint(self._base_url, self._api_key, http_timeout_s)
 
@@ -294,6 +320,13 @@ class LocalBackend(OpenAICompatibleBackend):
             "http_client": httpx.Client(transport=transport),
             "http_async_client": httpx.AsyncClient(transport=transport),
         }
+
+    async def endpoint(self) -> Endpoint:
+        endpoint = await super().endpoint()
+        if self._external_url:
+            return endpoint
+        url = await asyncio.to_thread(self._server_url)
+        return Endpoint(base_url=url, api_key=None, timeout=endpoint.timeout)
 
     async def ready(self) -> BaseChatModel:
         model = await super().ready()

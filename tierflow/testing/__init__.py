@@ -17,12 +17,19 @@ from tierflow.testing.scripted_model import (
     ScriptedChatModel,
     scripted_tier,
 )
-from tierflow.testing.scripted_server import Fault, RecordedRequest, Reply, ScriptedServer
+from tierflow.testing.scripted_server import (
+    Fault,
+    RecordedRequest,
+    Reply,
+    Responder,
+    ScriptedServer,
+)
 
 __all__ = [
     "Fault",
     "RecordedRequest",
     "Reply",
+    "Responder",
     "ScriptedBackend",
     "ScriptedCall",
     "ScriptedChatModel",

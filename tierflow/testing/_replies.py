@@ -7,7 +7,7 @@ Split from scripted_server.py only to keep each module short; import these names
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -202,5 +202,10 @@ class RecordedRequest:
     raw: bytes
 
 
-Script = Reply | Fault
+Responder = Callable[[dict[str, Any]], "Reply | Fault"]
+"""A reply computed from the request body (the parsed JSON of one chat completion): a
+scripted *server* that behaves by rule rather than from a list, e.g. one that answers
+``response_format`` requests with JSON and others with text."""
+
+Script = Reply | Fault | Responder
 """One queued item: each chat-completions request consumes one."""

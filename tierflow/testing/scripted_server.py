@@ -24,10 +24,10 @@ from types import TracebackType
 from typing import Any, cast
 
 from tierflow.testing import _wire as wire
-from tierflow.testing._replies import Fault, RecordedRequest, Reply, Script
+from tierflow.testing._replies import Fault, RecordedRequest, Reply, Responder, Script
 from tierflow.testing._wire import Flavor, JSONDict, WireToolCall
 
-__all__ = ["Fault", "Flavor", "RecordedRequest", "Reply", "ScriptedServer"]
+__all__ = ["Fault", "Flavor", "RecordedRequest", "Reply", "Responder", "ScriptedServer"]
 
 _NO_REPLY = "scripted server: no reply queued"
 _BROKEN_JSON = b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess'
@@ -83,7 +83,8 @@ class ScriptedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def enqueue(self, *items: Script) -> None:
-        """Queue replies/faults; each chat-completions request consumes one, in order."""
+        """Queue replies/faults; each chat-completions request consumes one, in order.
+        A :data:`Responder` (a function of the request body) decides when its turn comes."""
         with self._cond:
             self._queue.extend(items)
 
@@ -267,6 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(422, wire.error(flavor, msg))
         else:
             script = owner._next_script()
+            if script is not None and not isinstance(script, Reply | Fault):
+                script = script(body)
             if script is None:
                 self._send_json(500, wire.error(flavor, _NO_REPLY, kind="server_error"))
             elif isinstance(script, Fault):
