@@ -1,0 +1,111 @@
+"""The real server (uvicorn on 127.0.0.1, a free port) over scripted backends speaking HTTP
+(``ScriptedServer`` as a ``vllm:`` backend with native tool calls), for ``langgraph-sdk``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import uvicorn
+from langgraph.graph import START, StateGraph
+
+from tierflow import Agent, Runner, tool
+from tierflow.agents.node import add_agent
+from tierflow.graphs.context import BuildContext
+from tierflow.server import create_app
+from tierflow.settings import load_settings
+from tierflow.state import GraphState
+from tierflow.testing import ScriptedServer
+
+REFUNDED: list[str] = []
+#: What the ``hold`` tool waits for: a run that stays running until the test lets it go.
+RELEASE = threading.Event()
+HOLDING = threading.Event()
+
+
+@tool(requires_approval=True)
+def refund(order_id: str) -> str:
+    """Refund an order.
+
+    Args:
+        order_id: The order.
+    """
+    REFUNDED.append(order_id)
+    return f"refunded {order_id}"
+
+
+@tool
+async def hold(label: str) -> str:
+    """Wait until released.
+
+    Args:
+        label: Anything.
+    """
+    HOLDING.set()
+    released = await asyncio.to_thread(RELEASE.wait, 30)
+    return f"released {label}" if released else "timed out"
+
+
+CLERK = Agent(name="clerk", instructions="Refund what is asked.", tier="t", tools=[refund])
+WAITER = Agent(name="waiter", instructions="Hold when asked.", tier="t", tools=[hold])
+
+
+def _one_agent(agent: Agent):  # type: ignore[no-untyped-def]
+    def factory(ctx: BuildContext) -> StateGraph[GraphState]:
+        """A one-agent graph."""
+        builder: StateGraph[GraphState] = StateGraph(GraphState)
+        builder.add_edge(START, add_agent(builder, agent, ctx.tiers))
+        return builder
+
+    return factory
+
+
+@dataclass
+class Served:
+    url: str
+    backend: ScriptedServer
+    state_dir: Path
+    threads: list[str] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    state = tmp_path_factory.mktemp("server-state")
+    with ScriptedServer() as backend:
+        settings = load_settings(
+            False,
+            state_dir=state,
+            tiers={"t": {"backends": ["vllm:scripted-model"]}},
+            backends={"vllm": {"base_url": backend.base_url, "tool_calling": "native"}},
+            telemetry={"enabled": False},
+            server={"max_body_bytes": 65_536, "max_queue": 8},
+        )
+        runner = Runner(settings, graphs={"clerk": _one_agent(CLERK), "waiter": _one_agent(WAITER)})
+        port = _free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(runner), host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            for _ in range(500):
+                if server.started:
+                    break
+                thread.join(0.01)  # bounded wait for uvicorn's own start flag
+            assert server.started, "uvicorn did not start"
+            yield Served(f"http://127.0.0.1:{port}", backend, state)
+        finally:
+            RELEASE.set()
+            server.should_exit = True
+            thread.join(10)
