@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -73,15 +75,16 @@ class Served:
     threads: list[str] = field(default_factory=list)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    state = tmp_path_factory.mktemp("server-state")
+@contextlib.contextmanager
+def serving(state: Path, **server: Any) -> Iterator[Served]:
+    """The app on uvicorn in a thread, over a fresh ScriptedServer; ``server`` overrides
+    the ``[server]`` settings."""
     with ScriptedServer() as backend:
         settings = load_settings(
             False,
@@ -89,23 +92,29 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             tiers={"t": {"backends": ["vllm:scripted-model"]}},
             backends={"vllm": {"base_url": backend.base_url, "tool_calling": "native"}},
             telemetry={"enabled": False},
-            server={"max_body_bytes": 65_536, "max_queue": 8},
+            server={"max_body_bytes": 65_536, "max_queue": 8, **server},
         )
         runner = Runner(settings, graphs={"clerk": _one_agent(CLERK), "waiter": _one_agent(WAITER)})
-        port = _free_port()
-        server = uvicorn.Server(
+        port = free_port()
+        uv = uvicorn.Server(
             uvicorn.Config(create_app(runner), host="127.0.0.1", port=port, log_level="warning")
         )
-        thread = threading.Thread(target=server.run, daemon=True)
+        thread = threading.Thread(target=uv.run, daemon=True)
         thread.start()
         try:
             for _ in range(500):
-                if server.started:
+                if uv.started:
                     break
                 thread.join(0.01)  # bounded wait for uvicorn's own start flag
-            assert server.started, "uvicorn did not start"
+            assert uv.started, "uvicorn did not start"
             yield Served(f"http://127.0.0.1:{port}", backend, state)
         finally:
             RELEASE.set()
-            server.should_exit = True
+            uv.should_exit = True
             thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("server-state")) as srv:
+        yield srv

@@ -3,7 +3,11 @@ real server on 127.0.0.1 and scripted backends over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,9 +18,9 @@ from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEnti
 from typer.testing import CliRunner
 
 from tierflow.cli.app import app as cli
-from tierflow.testing import Reply
+from tierflow.testing import Reply, ScriptedServer
 
-from .conftest import HOLDING, REFUNDED, RELEASE, Served
+from .conftest import HOLDING, REFUNDED, RELEASE, Served, free_port, serving
 
 QUESTION = {"messages": [{"role": "user", "content": "hello"}]}
 
@@ -287,6 +291,73 @@ async def test_bad_bodies_name_the_field(served: Served) -> None:
     assert 'tierflow_runs_total{status="success"}' in metrics
     assert "tierflow_queue_depth 0" in metrics
     assert len(await c.runs.list(thread_id)) == 0  # nothing half-written
+
+
+async def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    with serving(tmp_path / "state", max_queue=1) as small:
+        c = client(small)
+        first = await _hold(c, small, await _thread(c))
+        other = await _thread(c)
+        async with httpx.AsyncClient(base_url=small.url) as http:
+            body = {"assistant_id": "waiter", "input": QUESTION}
+            r = await http.post(f"/threads/{other}/runs", json=body)
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+            assert "queue is full" in r.json()["detail"]
+            metrics = (await http.get("/metrics")).text
+        assert 'tierflow_runs_rejected_total{reason="queue_full"} 1' in metrics
+        assert "tierflow_queue_depth 1" in metrics
+        assert await c.runs.list(other) == []  # nothing half-written
+        small.backend.enqueue(Reply.text("done"))
+        RELEASE.set()
+        await c.runs.join(first["thread_id"], first["run_id"])
+
+
+def test_tierflow_serve_answers_the_sdk(tmp_path: Path) -> None:
+    """The command itself, in its own process, with a config file naming the backends."""
+    with ScriptedServer() as backend:
+        (tmp_path / "tierflow.toml").write_text(
+            f'state_dir = "{tmp_path / "state"}"\n'
+            '[tiers.router]\nbackends = ["vllm:router-model"]\n'
+            '[tiers.reasoning]\nbackends = ["vllm:big-model"]\n'
+            f'[backends.vllm]\nbase_url = "{backend.base_url}"\n'
+            "[router]\nsemantic = false\n"
+            "[telemetry]\nenabled = false\n"
+        )
+        backend.enqueue(Reply.json({"route": "data"}), Reply.json({"answer": "42"}))
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tierflow", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline().decode()  # printed before uvicorn starts
+            assert "serving on" in first, proc.communicate(timeout=10)
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(f"{url}/ok").status_code == 200:
+                        break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+                    time.sleep(0.05)  # bounded: the process is binding its socket
+
+            async def ask() -> dict[str, Any]:
+                c = get_client(url=url, api_key=None)
+                thread_id = await _thread(c)
+                values = dict(await c.runs.wait(thread_id, "default", input=QUESTION))
+                (run,) = await c.runs.list(thread_id)
+                return {"values": values, "record": run["kwargs"]["record"]}
+
+            got = asyncio.run(ask())
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert got["values"]["messages"][-1]["content"] == "42"
+    assert got["record"]["route"] == "data" and got["record"]["answer"] == "42"
 
 
 def test_serve_refuses_a_public_address_without_keys() -> None:

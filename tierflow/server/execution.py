@@ -28,6 +28,7 @@ from tierflow.server.stream import RunStream
 from tierflow.server.wire import jsonable, state_values
 from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
 
+
 class Host(Protocol):
     """What a run needs of the server (``service.Server`` is one)."""
 
@@ -88,6 +89,15 @@ def close_dangling(messages: list[Any], inputs: dict[str, Any]) -> dict[str, Any
     if not closing:
         return inputs
     return {**inputs, "messages": [*closing, *(inputs.get("messages") or [])]}
+
+
+def api_message(message: str) -> str:
+    """The thread check's advice, told in API terms rather than CLI flags."""
+    message = message.replace("--approve or --reject", "a run whose command is a resume")
+    cli = message.find("continue it first with: tierflow ask")
+    if cli >= 0:
+        message = message[:cli] + "continue it first with a run whose input is null"
+    return message.replace("ask a question", "give an input")
 
 
 class _Messages:
@@ -170,7 +180,7 @@ async def execute(
         status, error = "interrupted", "cancelled"
         raise
     except UserError as exc:
-        error = str(exc)
+        error = api_message(str(exc))
     except TierflowError as exc:
         error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a run's failure is the run's, never the server's

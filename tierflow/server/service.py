@@ -13,7 +13,7 @@ from fastapi import HTTPException
 from tierflow.errors import UserError
 from tierflow.runner import Runner
 from tierflow.runner.control import check_thread, read_thread
-from tierflow.server.execution import execute, graph_inputs
+from tierflow.server.execution import api_message, execute, graph_inputs
 from tierflow.server.metrics import ServerMetrics
 from tierflow.server.schemas import RunCreate
 from tierflow.server.store import RunRow, Store, ThreadRow, iso
@@ -139,8 +139,8 @@ class Server:
     async def create_run(self, thread_id: str, body: RunCreate, owner: str | None) -> RunRow:
         """Validate, apply the multitask strategy, store the run and submit it."""
         graph = self.graph_of(body.assistant_id)
-        if body.input is None and body.command is None:
-            raise HTTPException(422, "input: give an input or a command")
+        # Neither input nor command continues the thread's unfinished run (LangGraph's
+        # ``input=None``): only the steps that had not completed run again.
         if body.input is not None and body.command is not None:
             raise HTTPException(422, "command: give an input or a command, not both")
         row = await self.store.get_thread(thread_id)
@@ -208,8 +208,7 @@ class Server:
             pending = (await app.aget_state(config)).interrupts if thread.status == "paused" else ()
             check_thread(thread_id, thread, graph_inputs(body, pending))
         except UserError as exc:
-            message = str(exc).replace("--approve or --reject", "a resume command")
-            raise HTTPException(409, message) from None
+            raise HTTPException(409, api_message(str(exc))) from None
 
 
 def _state(snapshot: Any, thread_id: str) -> dict[str, Any]:
