@@ -135,10 +135,10 @@ async def execute(
     runner = server.runner
     graph, thread_id = run.assistant_id, run.thread_id
     started = time.monotonic()
-    await server.store.set_run_status(run.run_id, "running")
-    await stream.publish("metadata", {"run_id": run.run_id, "attempt": 1})
     status, record, error = "error", None, None
     try:
+        await server.store.set_run_status(run.run_id, "running")
+        await stream.publish("metadata", {"run_id": run.run_id, "attempt": 1})
         with workflow_span(graph, thread_id, runner.settings) as span:
             app = runner.compile(graph, runner.checkpointer)
             config = runner.run_config(thread_id, run_id=run.run_id)

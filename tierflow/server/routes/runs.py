@@ -19,9 +19,12 @@ from tierflow.server.wire import sse
 router = APIRouter(prefix="/threads/{thread_id}/runs", tags=["runs"])
 
 
-def _where(run: RunRow) -> dict[str, str]:
-    # The SDK reads the run id from Content-Location (on_run_created).
-    return {"Content-Location": f"/threads/{run.thread_id}/runs/{run.run_id}"}
+def _where(run: RunRow, then: str = "") -> dict[str, str]:
+    """The SDK reads the run id from Content-Location (``on_run_created``) and, when a
+    response is cut off, reconnects to Location (``join`` for wait, the run's stream with
+    ``Last-Event-ID`` for a stream)."""
+    at = f"/threads/{run.thread_id}/runs/{run.run_id}"
+    return {"Content-Location": at, **({"Location": f"{at}/{then}"} if then else {})}
 
 
 async def _run(srv: Server, thread_id: str, run_id: str, owner: str | None) -> RunRow:
@@ -70,7 +73,7 @@ async def wait_run(
     thread_id: str, body: RunCreate, srv: ServerDep, owner: Caller, response: Response
 ) -> dict[str, Any]:
     run = await srv.create_run(thread_id, body, owner)
-    response.headers.update(_where(run))
+    response.headers.update(_where(run, "join"))
     await srv.worker.join(run.run_id)
     return await _final(srv, run)
 
@@ -85,7 +88,7 @@ async def stream_run(
     if body.on_disconnect == "cancel":
         return _cancel_on_disconnect(srv, run, stream, body.modes)
     response = _sse(stream, body.modes)
-    response.headers.update(_where(run))
+    response.headers.update(_where(run, "stream"))
     return response
 
 
@@ -103,7 +106,9 @@ def _cancel_on_disconnect(
                 await srv.worker.cancel(run.run_id)
 
     return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-store", **_where(run)}
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", **_where(run, "stream")},
     )
 
 
@@ -168,14 +173,20 @@ async def join_stream(
     stream_mode: Annotated[list[str] | None, Query()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """The run's events from its start (or after ``Last-Event-ID``) until it ends."""
+    """The run's events from its start (or after ``Last-Event-ID``) until it ends, in the
+    modes asked (default: those the run was created with)."""
     run = await _run(srv, thread_id, run_id, owner)
     stream = srv.worker.stream(run.run_id)
     if stream is None:
         raise HTTPException(409, f"run '{run_id}' has no stream left ({run.status})")
-    modes = [m for m in stream_mode or [] if m]
+    modes = [m for m in stream_mode or [] if m] or list(_modes(run))
     for mode in modes:
         if mode not in STREAM_MODES:
             raise HTTPException(422, f"stream_mode: '{mode}' is not supported")
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return _sse(stream, modes or None, after)
+    return _sse(stream, modes, after)
+
+
+def _modes(run: RunRow) -> list[str]:
+    asked = run.kwargs.get("stream_mode") or "values"
+    return [asked] if isinstance(asked, str) else [str(m) for m in asked]
