@@ -79,9 +79,19 @@ async def test_threads_create_get_search_update_delete(served: Served) -> None:
     assert (await c.threads.get(thread_id))["metadata"] == {"team": "blue", "stage": "two"}
     found = await c.threads.search(metadata={"stage": "two"})
     assert [t["thread_id"] for t in found] == [thread_id]
+    served.backend.enqueue(Reply.text("hi"))
+    await c.runs.wait(thread_id, "clerk", input=QUESTION)
     await c.threads.delete(thread_id)
     with pytest.raises(NotFoundError):
         await c.threads.get(thread_id)
+    with pytest.raises(NotFoundError):
+        await c.runs.list(thread_id)
+    # its checkpoints went with it: the same id starts a fresh conversation
+    await c.threads.create(thread_id=thread_id)
+    assert (await c.threads.get_state(thread_id))["values"] == {}
+    served.backend.enqueue(Reply.text("hi again"))
+    values = await c.runs.wait(thread_id, "clerk", input=QUESTION)
+    assert [m["type"] for m in values["messages"]] == ["human", "ai"]
 
 
 async def test_wait_returns_the_state_and_every_run_has_a_record(served: Served) -> None:
@@ -192,6 +202,16 @@ async def test_cancel_a_running_run_then_join(served: Served) -> None:
     # join on a finished run returns at once with the thread's values
     joined = await c.runs.join(thread_id, run["run_id"])
     assert joined["messages"][0]["content"] == "hello"
+    # the cut-off run is unfinished: a question is refused, no input continues it
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        await c.runs.wait(thread_id, "waiter", input=QUESTION)
+    assert refused.value.response.status_code == 409
+    assert "input is null" in refused.value.response.text
+    served.backend.enqueue(Reply.text("continued"))
+    values = await c.runs.wait(thread_id, "waiter")
+    assert values["messages"][-1]["content"] == "continued"
+    tool_results = [m["content"] for m in values["messages"] if m["type"] == "tool"]
+    assert tool_results == ["released x"]  # the cut-off call ran once, to completion
 
 
 async def test_join_and_join_stream_follow_a_background_run(served: Served) -> None:
@@ -283,6 +303,17 @@ async def test_bad_bodies_name_the_field(served: Served) -> None:
         assert r.status_code == 422 and r.json()["message"] == "assistant_id: Field required"
         r = await http.post("/threads", content=b"{not json", headers={"content-type": "x"})
         assert r.status_code == 422
+        for bad, field in [
+            ({"assistant_id": "clerk", "input": "hi"}, "input"),
+            ({"assistant_id": "clerk", "command": {"goto": "x"}}, "command.goto"),
+            ({"assistant_id": "clerk", "input": QUESTION, "on_disconnect": "x"}, "on_disconnect"),
+        ]:
+            r = await http.post(f"/threads/{thread_id}/runs", json=bad)
+            assert r.status_code == 422 and r.json()["message"].startswith(f"{field}: "), r.text
+        r = await http.post("/threads/search", json=[])
+        assert r.status_code == 422 and r.json()["message"].startswith("body: ")
+        r = await http.get(f"/threads/{thread_id}/runs", params={"limit": 0})
+        assert r.status_code == 422 and r.json()["message"].startswith("limit: ")
         big = {"metadata": {"blob": "x" * 100_000}}
         r = await http.post("/threads", json=big)
         assert r.status_code == 413
