@@ -214,6 +214,25 @@ async def test_cancel_a_running_run_then_join(served: Served) -> None:
     assert tool_results == ["released x"]  # the cut-off call ran once, to completion
 
 
+async def test_a_stream_that_asked_for_it_is_cancelled_when_the_client_leaves(
+    served: Served,
+) -> None:
+    c = client(served)
+    thread_id = await _thread(c)
+    HOLDING.clear()
+    RELEASE.clear()
+    served.backend.enqueue(Reply.tool_calls([("hold", {"label": "x"})]))
+    parts = c.runs.stream(thread_id, "waiter", input=QUESTION, on_disconnect="cancel")
+    async for part in parts:
+        assert part.event == "metadata"
+        run_id = part.data["run_id"]
+        break
+    await parts.aclose()  # the client goes away mid-run
+
+    assert await _until(c, thread_id, run_id, "interrupted", "success") == "interrupted"
+    RELEASE.set()
+
+
 async def test_join_and_join_stream_follow_a_background_run(served: Served) -> None:
     c = client(served)
     thread_id = await _thread(c)
