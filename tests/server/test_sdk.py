@@ -282,6 +282,29 @@ async def test_busy_thread_enqueue(served: Served) -> None:
     assert asked == ["hello", "hello"]  # both questions kept, in order
 
 
+async def test_an_enqueued_run_the_thread_refuses_fails_alone(served: Served) -> None:
+    c = client(served)
+    thread_id = await _thread(c)
+    first = await _hold(c, served, thread_id)
+    served.backend.enqueue(Reply.text("first done"))
+    # accepted while busy; by the time it runs there is no approval to resume
+    second = await c.runs.create(
+        thread_id, "waiter", command={"resume": "approve"}, multitask_strategy="enqueue"
+    )
+    RELEASE.set()
+
+    result = await c.runs.join(thread_id, second["run_id"])
+
+    assert result["__error__"]["message"].endswith("has no run waiting for approval")
+    got = await c.runs.get(thread_id, second["run_id"])
+    assert got["status"] == "error" and got["kwargs"]["record"] is None
+    assert (await c.runs.get(thread_id, first["run_id"]))["status"] == "success"
+    assert (await c.threads.get(thread_id))["status"] == "error"
+    async with httpx.AsyncClient(base_url=served.url) as http:
+        r = await http.get(f"/threads/{thread_id}/runs/{second['run_id']}/record")
+    assert r.status_code == 409 and "no run waiting for approval" in r.json()["detail"]
+
+
 async def test_busy_thread_interrupt(served: Served) -> None:
     c = client(served)
     thread_id = await _thread(c)
@@ -337,6 +360,9 @@ async def test_bad_bodies_name_the_field(served: Served) -> None:
         r = await http.post("/threads", json=big)
         assert r.status_code == 413
         assert (await http.get("/ok")).json() == {"ok": True}
+        assert (
+            "/threads/{thread_id}/runs/stream" in (await http.get("/openapi.json")).json()["paths"]
+        )
         metrics = (await http.get("/metrics")).text
     assert 'tierflow_runs_total{status="success"}' in metrics
     assert "tierflow_queue_depth 0" in metrics
