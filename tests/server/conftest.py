@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 import uvicorn
 from langgraph.graph import START, StateGraph
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
 
 from tierflow import Agent, Runner, tool
 from tierflow.agents.node import add_agent
@@ -22,8 +25,10 @@ from tierflow.graphs.context import BuildContext
 from tierflow.server import create_app
 from tierflow.settings import load_settings
 from tierflow.state import GraphState
-from tierflow.testing import ScriptedServer
+from tierflow.testing import Reply, ScriptedServer
 
+#: The question every test asks.
+QUESTION = {"messages": [{"role": "user", "content": "hello"}]}
 REFUNDED: list[str] = []
 #: What the ``hold`` tool waits for: a run that stays running until the test lets it go.
 RELEASE = threading.Event()
@@ -118,3 +123,32 @@ def serving(state: Path, **server: Any) -> Iterator[Served]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with serving(tmp_path_factory.mktemp("server-state")) as srv:
         yield srv
+
+
+def client(served: Served) -> LangGraphClient:
+    return get_client(url=served.url, api_key=None)
+
+
+async def new_thread(c: LangGraphClient, **metadata: Any) -> str:
+    thread = await c.threads.create(metadata=metadata or None)
+    return str(thread["thread_id"])
+
+
+async def until(c: LangGraphClient, thread_id: str, run_id: str, *statuses: str) -> str:
+    """Poll the run's status (bounded) until it is one of ``statuses``."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status = str((await c.runs.get(thread_id, run_id))["status"])
+        if status in statuses:
+            return status
+    raise AssertionError(f"run {run_id} never reached {statuses}")
+
+
+async def hold_run(c: LangGraphClient, served: Served, thread_id: str) -> dict[str, Any]:
+    """A run on ``waiter`` that stays running (in its ``hold`` tool) until RELEASE."""
+    HOLDING.clear()
+    RELEASE.clear()
+    served.backend.enqueue(Reply.tool_calls([("hold", {"label": "x"})]))
+    run = await c.runs.create(thread_id, "waiter", input=QUESTION)
+    assert HOLDING.wait(15), "the run never reached its tool"
+    return dict(run)
