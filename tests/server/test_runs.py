@@ -4,6 +4,7 @@ multitask strategy."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -194,6 +195,27 @@ async def test_busy_thread_reject(served: Served) -> None:
     RELEASE.set()
     assert await until(c, thread_id, first["run_id"], "success", "error") == "success"
     assert len(await c.runs.list(thread_id)) == 1  # nothing half-written
+
+
+async def test_two_runs_racing_on_an_idle_thread_one_is_rejected(served: Served) -> None:
+    c = client(served)
+    thread_id = await new_thread(c)
+    HOLDING.clear()
+    RELEASE.clear()
+    served.backend.enqueue(Reply.tool_calls([("hold", {"label": "x"})]), Reply.text("done"))
+
+    results = await asyncio.gather(
+        c.runs.create(thread_id, "waiter", input=QUESTION),
+        c.runs.create(thread_id, "waiter", input=QUESTION),
+        return_exceptions=True,
+    )
+
+    refused = [r for r in results if isinstance(r, ConflictError)]
+    (accepted,) = [r for r in results if isinstance(r, dict)]
+    assert len(refused) == 1
+    RELEASE.set()
+    assert await until(c, thread_id, accepted["run_id"], "success", "error") == "success"
+    assert len(await c.runs.list(thread_id)) == 1
 
 
 async def test_busy_thread_enqueue(served: Served) -> None:

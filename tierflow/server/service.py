@@ -4,8 +4,11 @@ multitask strategy."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import HTTPException
@@ -42,6 +45,7 @@ class Server:
             max_queue=limits.max_queue, max_concurrency=limits.max_concurrency
         )
         self.metrics = ServerMetrics(lambda: self.worker.depth)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     # the one busy check: the thread leases (issue 11) plug in here
     def thread_busy(self, thread_id: str) -> bool:
@@ -149,6 +153,27 @@ class Server:
             row = row or await self.store.get_thread(thread_id)
         if row is None or (owner is not None and row.owner != owner):
             raise not_found(f"thread '{thread_id}'")
+        # One creation at a time per thread: two requests racing on an idle thread must
+        # not both pass the busy check (the worker would still run them one after the
+        # other, but `reject` promised a 409).
+        async with self._creating(thread_id):
+            return await self._admit(thread_id, graph, row, body)
+
+    @asynccontextmanager
+    async def _creating(self, thread_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(thread_id, (asyncio.Lock(), 0))
+        self._locks[thread_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[thread_id]
+            if users == 1:
+                del self._locks[thread_id]
+            else:
+                self._locks[thread_id] = (lock, users - 1)
+
+    async def _admit(self, thread_id: str, graph: str, row: ThreadRow, body: RunCreate) -> RunRow:
         busy = self.thread_busy(thread_id)
         if busy and body.multitask_strategy == "reject":
             self.metrics.rejected["busy"] += 1
@@ -194,7 +219,7 @@ class Server:
         try:
             self.worker.submit(RunJob(run.run_id, thread_id, run_it, cancelled))
         except QueueFull as exc:  # raced past the check above: leave nothing behind
-            await store.set_run_status(run.run_id, "error", error=str(exc))
+            await store.delete_run(run.run_id)
             raise HTTPException(429, str(exc), headers={"Retry-After": "2"}) from None
         return run
 

@@ -213,6 +213,9 @@ class Store:
             (status, time.time(), json.dumps(record) if record else None, error, run_id),
         )
 
+    async def delete_run(self, run_id: str) -> None:
+        await self._write("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
     async def get_run(self, thread_id: str, run_id: str) -> RunRow | None:
         cur = await self.conn.execute(
             "SELECT * FROM runs WHERE run_id = ? AND thread_id = ?", (run_id, thread_id)

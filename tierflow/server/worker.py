@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from tierflow.server.stream import RunStream
+
+log = logging.getLogger("tierflow.server")
 
 
 class QueueFull(Exception):
@@ -106,6 +109,9 @@ class InProcessWorker:
                 await job.cancelled()
                 await job.stream.close()
             raise
+        except Exception:  # the run's own bookkeeping failed (the store closed at shutdown)
+            log.exception("run %s failed outside the graph", job.run_id)
+            await job.stream.close()
         finally:
             self._tasks.pop(job.run_id, None)
             runs = self._by_thread.get(job.thread_id, [])
