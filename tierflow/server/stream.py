@@ -51,17 +51,26 @@ class RunStream:
             self._changed.notify_all()
 
     async def follow(
-        self, modes: Collection[str] | None = None, after: int = 0
-    ) -> AsyncIterator[Event]:
+        self, modes: Collection[str] | None = None, after: int = 0, *, idle: float | None = None
+    ) -> AsyncIterator[Event | None]:
         """Events after id ``after`` until the run ends; only those of ``modes`` (None:
-        all)."""
+        all). With ``idle``, ``None`` after each ``idle`` seconds without an event: the
+        caller sends a heartbeat, so proxies keep a long model call's stream open."""
         wanted = None if modes is None else {e for m in modes for e in MODE_EVENTS.get(m, ())}
         seen = after
         while True:
+            quiet = False
             async with self._changed:
-                while len(self._events) <= seen and not self._closed:
-                    await self._changed.wait()
+                try:
+                    async with asyncio.timeout(idle):
+                        while len(self._events) <= seen and not self._closed:
+                            await self._changed.wait()
+                except TimeoutError:
+                    quiet = True
                 fresh, done = self._events[seen:], self._closed
+            if quiet and not fresh:
+                yield None
+                continue
             for event in fresh:
                 seen = event.id
                 if wanted is None or event.event in wanted or event.event in ALWAYS:

@@ -49,13 +49,23 @@ async def _final(srv: Server, run: RunRow) -> dict[str, Any]:
     return values
 
 
-def _sse(stream: RunStream, modes: list[str] | None, after: int = 0) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
-        async for event in stream.follow(modes, after):
-            yield sse(event.event, event.data, event.id)
+#: Seconds without an event before a heartbeat comment (which the SDK skips).
+HEARTBEAT_S = 10.0
 
+
+def _frames(stream: RunStream, modes: list[str] | None, after: int = 0) -> AsyncIterator[bytes]:
+    async def frames() -> AsyncIterator[bytes]:
+        async for event in stream.follow(modes, after, idle=HEARTBEAT_S):
+            yield b": heartbeat\n\n" if event is None else sse(event.event, event.data, event.id)
+
+    return frames()
+
+
+def _sse(stream: RunStream, modes: list[str] | None, after: int = 0) -> StreamingResponse:
     return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        _frames(stream, modes, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -98,8 +108,8 @@ def _cancel_on_disconnect(
     async def body() -> AsyncIterator[bytes]:
         finished = False
         try:
-            async for event in stream.follow(modes):
-                yield sse(event.event, event.data, event.id)
+            async for frame in _frames(stream, modes):
+                yield frame
             finished = True
         finally:
             if not finished:  # the client went away first
