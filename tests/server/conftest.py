@@ -97,6 +97,7 @@ def serving(state: Path, **server: Any) -> Iterator[Served]:
             tiers={"t": {"backends": ["vllm:scripted-model"]}},
             backends={"vllm": {"base_url": backend.base_url, "tool_calling": "native"}},
             telemetry={"enabled": False},
+            guardrails={"graphs": {"clerk": {"input": ["size", "pii"]}}},
             server={"max_body_bytes": 65_536, "max_queue": 8, **server},
         )
         runner = Runner(settings, graphs={"clerk": _one_agent(CLERK), "waiter": _one_agent(WAITER)})

@@ -4,6 +4,7 @@ against the real server on 127.0.0.1 and scripted backends over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -69,6 +70,28 @@ async def test_threads_create_get_search_update_delete(served: Served) -> None:
     served.backend.enqueue(Reply.text("hi again"))
     values = await c.runs.wait(thread_id, "clerk", input=QUESTION)
     assert [m["type"] for m in values["messages"]] == ["human", "ai"]
+
+
+async def test_the_placeholder_vault_never_leaves_the_server(served: Served) -> None:
+    c = client(served)
+    thread_id = await new_thread(c)
+    served.backend.enqueue(Reply.text("noted"))
+    email = {"messages": [{"role": "user", "content": "Mail me at ada.l@example.com"}]}
+
+    parts = [
+        p
+        async for p in c.runs.stream(
+            thread_id, "clerk", input=email, stream_mode=["values", "updates"]
+        )
+    ]
+    state = await c.threads.get_state(thread_id)
+    history = await c.threads.get_history(thread_id)
+
+    # clerk's input stage redacts PII (conftest): the thread keeps the placeholder
+    assert state["values"]["messages"][0]["content"] == "Mail me at <EMAIL_1>"
+    assert "ada.l@example.com" not in json.dumps(state)
+    # and the vault that maps it back is in no state, update or checkpoint sent
+    assert "guard_vault" not in json.dumps([[p.data for p in parts], state, history])
 
 
 async def test_bad_bodies_name_the_field(served: Served) -> None:

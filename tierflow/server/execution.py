@@ -25,7 +25,7 @@ from tierflow.server.metrics import ServerMetrics
 from tierflow.server.schemas import RunCreate
 from tierflow.server.store import RunRow, Store
 from tierflow.server.stream import RunStream
-from tierflow.server.wire import jsonable, state_values
+from tierflow.server.wire import event_data, jsonable
 from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
 
 
@@ -167,8 +167,7 @@ async def execute(
                         if mode == "messages":
                             await messages.publish(stream, chunk)
                         elif mode in body.modes:
-                            data = state_values(chunk) if mode == "values" else jsonable(chunk)
-                            await stream.publish(mode, data)
+                            await stream.publish(mode, event_data(mode, chunk))
             except BudgetExceeded as exc:
                 stopped = str(exc)
             result = await runner.finish(

@@ -20,7 +20,7 @@ from tierflow.server.execution import api_message, execute, graph_inputs
 from tierflow.server.metrics import ServerMetrics
 from tierflow.server.schemas import RunCreate
 from tierflow.server.store import RunRow, Store, ThreadRow, iso
-from tierflow.server.wire import interrupts, jsonable, state_values
+from tierflow.server.wire import interrupts, jsonable, state_values, update_values
 from tierflow.server.worker import InProcessWorker, QueueFull, RunJob, Worker
 
 _SYSTEM_TIME = iso(0.0)  # assistants are the registered graphs: they have no history
@@ -276,7 +276,7 @@ def _state(snapshot: Any, thread_id: str) -> dict[str, Any]:
                 "interrupts": interrupts(t.interrupts),
                 "checkpoint": None,
                 "state": None,
-                "result": jsonable(t.result) if t.result is not None else None,
+                "result": update_values(t.result) if t.result is not None else None,
             }
             for t in snapshot.tasks
         ],

@@ -45,9 +45,36 @@ def interrupts(values: Any) -> list[dict[str, Any]]:
     return [{"value": jsonable(i.value), "id": i.id} for i in values or ()]
 
 
+#: State keys never sent: the placeholder vault maps ``<EMAIL_1>`` back to the value a
+#: guardrail redacted, which is what the redaction keeps out of every other output.
+WITHHELD = frozenset({"guard_vault"})
+
+
+def update_values(update: Any) -> Any:
+    """A node update (``updates`` mode, a task's result) without the withheld keys."""
+    if not isinstance(update, Mapping):
+        return jsonable(update)
+    return {
+        k: update_values(v) if k != "__interrupt__" else interrupts(v)
+        for k, v in update.items()
+        if k not in WITHHELD
+    }
+
+
 def state_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A graph state as the API shows it (``__interrupt__`` as ``{value, id}`` dicts)."""
-    out = dict(jsonable({k: v for k, v in values.items() if k != "__interrupt__"}))
+    """A graph state as the API shows it (``__interrupt__`` as ``{value, id}`` dicts,
+    without the withheld keys)."""
+    shown = {k: v for k, v in values.items() if k != "__interrupt__" and k not in WITHHELD}
+    out = dict(jsonable(shown))
     if values.get("__interrupt__"):
         out["__interrupt__"] = interrupts(values["__interrupt__"])
     return out
+
+
+def event_data(mode: str, chunk: Any) -> Any:
+    """A ``values``, ``updates`` or ``custom`` chunk of the graph's stream as sent."""
+    if mode == "values":
+        return state_values(chunk)
+    if mode == "updates":
+        return update_values(chunk)
+    return jsonable(chunk)
