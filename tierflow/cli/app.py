@@ -442,6 +442,12 @@ def serve(
             f"refusing to bind {host} without API keys: set TIERFLOW_API_KEYS or bind 127.0.0.1", 2
         )
 
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"tierflow serve needs {', '.join(missing)}: pip install 'tierflow[server]'", 2)
+
     def build() -> Any:
         from tierflow.runner import Runner
         from tierflow.server import create_app
