@@ -161,14 +161,12 @@ class Store:
         return [_thread(r) for r in await cur.fetchall()]
 
     async def update_thread(self, thread_id: str, metadata: Mapping[str, Any]) -> None:
-        """Merge ``metadata`` into the thread's (LangGraph Server semantics)."""
-        thread = await self.get_thread(thread_id)
-        if thread is None:
-            return
-        merged = {**thread.metadata, **metadata}
+        """Merge ``metadata`` into the thread's, in one statement (two concurrent PATCHes
+        both land); a key set to null is removed (JSON merge patch)."""
         await self._write(
-            "UPDATE threads SET metadata = ?, updated_at = ? WHERE thread_id = ?",
-            (json.dumps(merged), time.time(), thread_id),
+            "UPDATE threads SET metadata = json_patch(metadata, ?), updated_at = ? "
+            "WHERE thread_id = ?",
+            (json.dumps(dict(metadata)), time.time(), thread_id),
         )
 
     async def touch_thread(self, thread_id: str) -> None:
