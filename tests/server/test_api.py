@@ -155,6 +155,25 @@ async def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None
         await c.runs.join(first["thread_id"], first["run_id"])
 
 
+async def test_threads_runs_and_checkpoints_outlive_the_server(tmp_path: Path) -> None:
+    with serving(tmp_path / "state") as first:
+        c = client(first)
+        thread_id = await new_thread(c, team="red")
+        first.backend.enqueue(Reply.text("remembered"))
+        await c.runs.wait(thread_id, "clerk", input=QUESTION)
+        running = await hold_run(c, first, await new_thread(c))
+    # stopping the server cancelled the held run: interrupted, never left "running"
+    with serving(tmp_path / "state") as second:
+        c = client(second)
+        thread = await c.threads.get(thread_id)
+        assert thread["metadata"]["team"] == "red"
+        assert thread["values"]["messages"][-1]["content"] == "remembered"
+        (run,) = await c.runs.list(thread_id)
+        assert run["status"] == "success" and run["kwargs"]["record"]["answer"] == "remembered"
+        held = await c.runs.get(running["thread_id"], running["run_id"])
+        assert held["status"] == "interrupted"
+
+
 def test_tierflow_serve_answers_the_sdk(tmp_path: Path) -> None:
     """The command itself, in its own process, with a config file naming the backends."""
     with ScriptedServer() as backend:
