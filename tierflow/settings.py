@@ -295,6 +295,15 @@ class TelemetrySettings(_Section):
     capture_content: bool = False
 
 
+class ServerSettings(_Section):
+    """``tierflow serve``: limits of the HTTP API (env e.g. ``TIERFLOW_SERVER__MAX_QUEUE``)."""
+
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)  # larger request bodies get 413
+    max_queue: int = Field(default=64, ge=1)  # runs pending or running; past it, 429
+    max_concurrency: int = Field(default=4, ge=1)  # runs executing at once (in-process worker)
+    cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
+
+
 class GuardrailStageSettings(_Section):
     """Which built-in guardrails run at each stage, by name (see ``tierflow.guardrails``)."""
 
@@ -431,6 +440,7 @@ class TierflowSettings(BaseSettings):
     tools: ToolsSettings = ToolsSettings()
     router: RouterSettings = RouterSettings()
     guardrails: GuardrailsSettings = GuardrailsSettings()
+    server: ServerSettings = ServerSettings()
     state_dir: Path = Field(default_factory=_default_state_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 

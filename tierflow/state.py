@@ -8,10 +8,11 @@ that, so a graph invoked with plain LangGraph behaves as under the ``Runner``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict  # pydantic (graph schemas) needs it before 3.12
 
 #: A step of the run record (:class:`tierflow.record.Step`) as stored in the state: plain
 #: JSON, so checkpoints stay portable and cheap to (de)serialise.

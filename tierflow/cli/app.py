@@ -467,6 +467,40 @@ def local_serve(
 
 
 @app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to bind (loopback unless API keys are set).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.", min=0, max=65535)] = 8123,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the graphs over HTTP: the Agent Protocol / LangGraph Server API that
+    langgraph-sdk speaks (OpenAPI at /docs)."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"tierflow serve needs {', '.join(missing)}: pip install 'tierflow[server]'", 2)
+
+    def build() -> Any:
+        from tierflow.runner import Runner
+        from tierflow.server import create_app
+        from tierflow.server.auth import check_bind, load_api_keys
+        from tierflow.settings import load_settings
+
+        keys = load_api_keys()
+        # Without keys anyone who can reach the port can run the graphs (and their tools).
+        check_bind(host, keys)
+        return create_app(Runner(load_settings(config)), api_keys=keys)
+
+    server_app = _guard(build)
+    import uvicorn
+
+    print(f"serving on http://{host}:{port} (OpenAPI at /docs)", flush=True)
+    uvicorn.run(server_app, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def bench(
     name: Annotated[str | None, typer.Argument(help="Benchmark to run (default: all).")] = None,
     results: Annotated[Path, typer.Option(help="Folder for the recorded results.")] = Path(

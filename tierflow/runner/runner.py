@@ -33,7 +33,7 @@ from tierflow.agents.policy import TICKET_KEY, RunPolicy, RunTicket, run_guards
 from tierflow.budget import BudgetExceeded
 from tierflow.errors import UserError
 from tierflow.graphs.context import BuildContext, GraphFactory
-from tierflow.graphs.registry import GraphEntry, get_entry
+from tierflow.graphs.registry import GraphEntry, get_entry, graph_names
 from tierflow.graphs.stages import compile_graph
 from tierflow.guardrails.base import Guardrail
 from tierflow.models.tiers import Tier, TierSet
@@ -128,6 +128,64 @@ class Runner:
     ) -> None:
         await self.aclose()
 
+    @property
+    def checkpointer(self) -> BaseCheckpointSaver[Any]:
+        """The open checkpointer (inside ``async with``): a server shares it across runs."""
+        if self._saver is None:
+            raise RuntimeError("the runner is not open: use `async with Runner() as runner`")
+        return self._saver
+
+    def run_config(
+        self, thread_id: str, budget: BudgetSettings | None = None, run_id: str | None = None
+    ) -> Any:
+        """The LangGraph config of one run on ``thread_id``: its ticket (run id, start,
+        budget), the runner's settings and deps."""
+        ticket = RunTicket(
+            run_id=run_id or uuid.uuid4().hex, started_at=time.time(), budget=budget or self.budget
+        )
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                TICKET_KEY: ticket,
+                "settings": self.settings,
+                "deps": self.deps,
+            }
+        }
+
+    async def finish(
+        self,
+        graph: str,
+        app: Any,
+        config: Any,
+        state: dict[str, Any] | None,
+        *,
+        trace_id: str = "",
+        stopped: str | None = None,
+    ) -> RunRecord:
+        """The record of a run that ended with ``state`` (None: read the checkpoint)."""
+        thread_id = str(config["configurable"]["thread_id"])
+        if state is None or stopped is not None:
+            # A stopped run's partial result is what its checkpoint holds.
+            state = dict((await app.aget_state(config)).values)
+        pending: list[Any] = []
+        if state.pop(INTERRUPT, None):
+            # Every interrupt still waiting (one per tool call needing approval);
+            # the stream's last chunk may carry only some of them.
+            snapshot = await app.aget_state(config)
+            pending = [i.value for i in snapshot.interrupts]
+        record = run_record(
+            state,
+            trace_id=trace_id,
+            thread_id=thread_id,
+            settings=self.settings,
+            pending=pending,
+            stopped=stopped,
+        )
+        if record.status == "stopped" and record.answer:
+            guards = run_guards(state, self.policy(graph))
+            record = await guard_partial(guards, record)
+        return record
+
     async def aclose(self) -> None:
         """Close the checkpointer (``async with`` does this)."""
         stack, self._stack, self._saver = self._stack, None, None
@@ -160,6 +218,14 @@ class Runner:
 
     def _entry(self, graph: str) -> GraphEntry:
         return self._graphs.get(graph) or get_entry(graph)
+
+    def graph_names(self) -> list[str]:
+        """Every graph this runner can run: its own, then the process-wide registry."""
+        return sorted({*self._graphs, *graph_names()})
+
+    def entry(self, graph: str) -> GraphEntry:
+        """The graph's registration (``UnknownGraph`` if there is none)."""
+        return self._entry(graph)
 
     def policy(self, graph: str) -> RunPolicy:
         """What ``graph`` enforces under this runner: guardrails and budget."""
@@ -309,7 +375,7 @@ class Runner:
                 app = self.compile(graph, saver)
                 snapshot = await app.aget_state({"configurable": {"thread_id": thread_id}})
                 if decisions:
-                    inputs = Command(resume=_resume_map(snapshot.interrupts, decisions))
+                    inputs = Command(resume=resume_map(snapshot.interrupts, decisions))
                 elif len(snapshot.interrupts) > 1:
                     # One decision for every waiting call: LangGraph wants it per interrupt.
                     inputs = Command(resume={i.id: decision for i in snapshot.interrupts})
@@ -334,17 +400,7 @@ class Runner:
                 if saver is None:
                     saver = await stack.enter_async_context(self._open_saver())
                 app = self.compile(graph, saver)
-                ticket = RunTicket(
-                    run_id=uuid.uuid4().hex, started_at=time.time(), budget=budget or self.budget
-                )
-                config: Any = {
-                    "configurable": {
-                        "thread_id": thread_id,
-                        TICKET_KEY: ticket,
-                        "settings": self.settings,
-                        "deps": self.deps,
-                    }
-                }
+                config = self.run_config(thread_id, budget)
                 saved = await saver.aget_tuple(config)
                 check_thread(thread_id, await read_thread(app, config, saved), inputs)
                 # Stream only what someone listens to: unused modes still cost per event.
@@ -362,33 +418,16 @@ class Runner:
                         state = await _consume(stream, on_event)
                 except BudgetExceeded as exc:
                     stopped = str(exc)
-                if state is None or stopped is not None:
-                    # A stopped run's partial result is what its checkpoint holds.
-                    state = dict((await app.aget_state(config)).values)
-                pending: list[Any] = []
-                if state.pop(INTERRUPT, None):
-                    # Every interrupt still waiting (one per tool call needing approval);
-                    # the stream's last chunk may carry only some of them.
-                    snapshot = await app.aget_state(config)
-                    pending = [i.value for i in snapshot.interrupts]
-                record = run_record(
-                    state,
-                    trace_id=trace_id,
-                    thread_id=thread_id,
-                    settings=self.settings,
-                    pending=pending,
-                    stopped=stopped,
+                record = await self.finish(
+                    graph, app, config, state, trace_id=trace_id, stopped=stopped
                 )
-                if record.status == "stopped" and record.answer:
-                    guards = run_guards(state, self.policy(graph))
-                    record = await guard_partial(guards, record)
             finish_workflow(span, record)
             if record.degraded:
                 span.set_status(Status(StatusCode.ERROR, record.stopped_reason or "degraded"))
             return record
 
 
-def _resume_map(interrupts: Sequence[Any], decisions: Mapping[str, Decision]) -> dict[str, Any]:
+def resume_map(interrupts: Sequence[Any], decisions: Mapping[str, Decision]) -> dict[str, Any]:
     """``{interrupt id: decision}`` for the pending approvals named by tool-call id."""
     out: dict[str, Any] = {}
     for pending in interrupts:

@@ -1,0 +1,207 @@
+"""One run, executed: the compiled graph (``Runner.compile``) streamed with the modes the
+client asked for, its events published as SSE events, its status and run record stored.
+
+The same steps as ``Runner.ask`` (a run ticket in the config, the thread check,
+``durability="sync"``, the record from the final state), with LangGraph's stream modes
+passed through instead of tierflow's progress events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from contextlib import aclosing
+from typing import Any, Protocol
+
+from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, ToolMessage
+from langgraph.types import Command
+
+from tierflow.budget import BudgetExceeded
+from tierflow.errors import TierflowError, UserError
+from tierflow.runner.control import check_thread, read_thread
+from tierflow.runner.runner import Runner, resume_map
+from tierflow.server.metrics import ServerMetrics
+from tierflow.server.schemas import RunCreate
+from tierflow.server.store import RunRow, Store
+from tierflow.server.stream import RunStream
+from tierflow.server.wire import event_data, jsonable
+from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
+
+
+class Host(Protocol):
+    """What a run needs of the server (``service.Server`` is one)."""
+
+    runner: Runner
+    store: Store
+    metrics: ServerMetrics
+
+
+def graph_modes(modes: list[str]) -> list[str]:
+    """LangGraph's stream modes for the API's: values always (the final state)."""
+    out = ["values"]
+    if "updates" in modes:
+        out.append("updates")
+    if "custom" in modes:
+        out.append("custom")
+    if "messages" in modes or "messages-tuple" in modes:
+        out.append("messages")
+    return out
+
+
+def graph_inputs(body: RunCreate, interrupts: Any) -> Any:
+    """What to pass to ``astream``: the input, or a ``Command`` resuming the interrupts.
+
+    A resume value keyed by tool-call ids (tierflow's approval cards name each call)
+    becomes LangGraph's ``{interrupt id: decision}``; a map keyed by interrupt ids passes
+    as is; any other value decides every pending interrupt.
+    """
+    if body.command is None:
+        return body.input
+    resume = body.command.resume
+    ids = {i.id for i in interrupts}
+    if isinstance(resume, Mapping) and resume and not set(resume) <= ids:
+        return Command(resume=resume_map(interrupts, resume))
+    if isinstance(resume, Mapping) and resume:
+        return Command(resume=dict(resume))
+    if len(interrupts) > 1:
+        return Command(resume={i.id: resume for i in interrupts})
+    return Command(resume=resume)
+
+
+def close_dangling(messages: list[Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """``inputs`` preceded by an error result for each tool call of the conversation that
+    has none (its run was cancelled mid-call), so no provider sees a call without result."""
+    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+    closing = [
+        ToolMessage(
+            content="ERROR (cancelled): the run was interrupted before this call finished",
+            tool_call_id=call["id"],
+            name=call["name"],
+            status="error",
+            artifact={"ok": False, "error": {"type": "cancelled", "message": "run interrupted"}},
+        )
+        for m in messages
+        if isinstance(m, AIMessage)
+        for call in m.tool_calls
+        if call["id"] not in answered
+    ]
+    if not closing:
+        return inputs
+    return {**inputs, "messages": [*closing, *(inputs.get("messages") or [])]}
+
+
+def api_message(message: str) -> str:
+    """The thread check's advice, told in API terms rather than CLI flags."""
+    message = message.replace("--approve or --reject", "a run whose command is a resume")
+    cli = message.find("continue it first with: tierflow ask")
+    if cli >= 0:
+        message = message[:cli] + "continue it first with a run whose input is null"
+    return message.replace("ask a question", "give an input")
+
+
+class _Messages:
+    """LangGraph ``messages`` chunks as the SDK's ``messages`` mode (metadata, then the
+    message so far) and ``messages-tuple`` mode (``[message, metadata]``)."""
+
+    def __init__(self, modes: list[str]) -> None:
+        self.tuples = "messages-tuple" in modes
+        self.partial = "messages" in modes
+        self._sofar: dict[str, BaseMessage] = {}
+
+    async def publish(self, stream: RunStream, chunk: Any) -> None:
+        message, meta = chunk
+        if self.tuples:
+            await stream.publish("messages", jsonable([message, meta]))
+        if not self.partial:
+            return
+        key = str(message.id)
+        if key not in self._sofar:
+            await stream.publish("messages/metadata", {key: {"metadata": jsonable(meta)}})
+        if isinstance(message, BaseMessageChunk):
+            before = self._sofar.get(key)
+            merged = before + message if isinstance(before, BaseMessageChunk) else message
+            self._sofar[key] = merged
+            await stream.publish("messages/partial", jsonable([merged]))
+        else:
+            self._sofar[key] = message
+            await stream.publish("messages/complete", jsonable([message]))
+
+
+async def execute(
+    server: Host, run: RunRow, body: RunCreate, stream: RunStream, *, after_interrupt: bool
+) -> None:
+    """Run ``run`` to its end, publishing on ``stream``; never raises but cancellation."""
+    runner = server.runner
+    graph, thread_id = run.assistant_id, run.thread_id
+    started = time.monotonic()
+    status, record, error = "error", None, None
+    try:
+        await server.store.set_run_status(run.run_id, "running")
+        await stream.publish("metadata", {"run_id": run.run_id, "attempt": 1})
+        with workflow_span(graph, thread_id, runner.settings) as span:
+            app = runner.compile(graph, runner.checkpointer)
+            config = runner.run_config(thread_id, run_id=run.run_id)
+            saved = await runner.checkpointer.aget_tuple(config)
+            thread = await read_thread(app, config, saved)
+            snapshot = await app.aget_state(config) if thread.status == "paused" else None
+            inputs = graph_inputs(body, snapshot.interrupts if snapshot else ())
+            # The interrupt strategy cancelled the thread's run on purpose: its question
+            # may start over rather than refuse the cut-off run.
+            if after_interrupt and thread.status == "unfinished" and isinstance(inputs, dict):
+                values = (await app.aget_state(config)).values
+                inputs = close_dangling(values.get("messages") or [], inputs)
+            else:
+                check_thread(thread_id, thread, inputs)
+            messages = _Messages(body.modes)
+            state: dict[str, Any] | None = None
+            stopped: str | None = None
+            try:
+                chunks = app.astream(
+                    inputs, config, stream_mode=graph_modes(body.modes), durability="sync"
+                )
+                async with aclosing(chunks):
+                    async for mode, chunk in chunks:
+                        if mode == "values":
+                            state = chunk
+                        if mode == "messages":
+                            await messages.publish(stream, chunk)
+                        elif mode in body.modes:
+                            await stream.publish(mode, event_data(mode, chunk))
+            except BudgetExceeded as exc:
+                stopped = str(exc)
+            result = await runner.finish(
+                graph, app, config, state, trace_id=format_trace_id(span), stopped=stopped
+            )
+            finish_workflow(span, result)
+        status, record = "success", result.model_dump(mode="json")
+    except asyncio.CancelledError:
+        status, error = "interrupted", "cancelled"
+        raise
+    except UserError as exc:
+        error = api_message(str(exc))
+    except TierflowError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a run's failure is the run's, never the server's
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    finally:
+        await asyncio.shield(
+            _settle(server, run, stream, status, record, error, time.monotonic() - started)
+        )
+
+
+async def _settle(
+    server: Host,
+    run: RunRow,
+    stream: RunStream,
+    status: str,
+    record: dict[str, Any] | None,
+    error: str | None,
+    seconds: float,
+) -> None:
+    await server.store.set_run_status(run.run_id, status, record=record, error=error)
+    await server.store.touch_thread(run.thread_id)
+    server.metrics.run_finished(status, seconds, record)
+    if status == "error":
+        await stream.publish("error", {"error": "RunError", "message": error or "failed"})
+    await stream.close()

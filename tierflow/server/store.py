@@ -1,0 +1,264 @@
+"""Threads and runs of the server: one SQLite file in the state dir (``server.sqlite``,
+next to the Runner's ``checkpoints.sqlite``).
+
+The checkpoints hold what a graph knows (messages, steps, interrupts); this file holds
+what the API adds around them: a thread's metadata and owner, and each run's status,
+options, error and run record. Each write is one statement in its own transaction, so a
+crash never leaves a half-written thread or run. Postgres is not built yet (issue 11 part 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS threads (
+    thread_id TEXT PRIMARY KEY,
+    owner TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL REFERENCES threads(thread_id) ON DELETE CASCADE,
+    assistant_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    multitask_strategy TEXT NOT NULL,
+    kwargs TEXT NOT NULL DEFAULT '{}',
+    record TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_thread ON runs(thread_id, created_at);
+"""
+
+
+def iso(ts: float) -> str:
+    """A timestamp as the API shows it (ISO 8601, UTC)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+@dataclass
+class ThreadRow:
+    thread_id: str
+    owner: str | None
+    created_at: float
+    updated_at: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    created_at: float
+    updated_at: float
+    status: str
+    multitask_strategy: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        """The SDK's ``Run``; ``kwargs.record`` carries the tierflow run record."""
+        return {
+            "run_id": self.run_id,
+            "thread_id": self.thread_id,
+            "assistant_id": self.assistant_id,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "status": self.status,
+            "metadata": self.metadata,
+            "multitask_strategy": self.multitask_strategy,
+            "kwargs": {**self.kwargs, "record": self.record, "error": self.error},
+        }
+
+
+class Store:
+    """Async access to ``server.sqlite`` (one aiosqlite connection, WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = aiosqlite.connect(str(self.path))
+        conn._thread.daemon = True  # as the Runner's saver: never hold the interpreter
+        await conn
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.executescript(_SCHEMA)
+        await conn.commit()
+        self._conn = conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise RuntimeError("the store is not open")
+        return self._conn
+
+    async def _write(self, sql: str, args: Sequence[Any]) -> int:
+        cur = await self.conn.execute(sql, args)
+        await self.conn.commit()
+        return cur.rowcount
+
+    # threads
+
+    async def create_thread(
+        self, thread_id: str | None, metadata: Mapping[str, Any], owner: str | None
+    ) -> ThreadRow | None:
+        """The new thread, or None if ``thread_id`` exists already."""
+        now = time.time()
+        row = ThreadRow(thread_id or str(uuid.uuid4()), owner, now, now, dict(metadata))
+        try:
+            await self._write(
+                "INSERT INTO threads VALUES (?, ?, ?, ?, ?)",
+                (row.thread_id, owner, now, now, json.dumps(row.metadata)),
+            )
+        except sqlite3.IntegrityError:
+            return None
+        return row
+
+    async def get_thread(self, thread_id: str) -> ThreadRow | None:
+        cur = await self.conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
+        found = await cur.fetchone()
+        return _thread(found) if found is not None else None
+
+    async def search_threads(
+        self, metadata: Mapping[str, Any], ids: Sequence[str] | None, limit: int, offset: int
+    ) -> list[ThreadRow]:
+        sql, args = "SELECT * FROM threads WHERE 1=1", []
+        for key, value in metadata.items():
+            sql += " AND json_extract(metadata, ?) = json_extract(?, '$')"
+            args += [f'$."{key}"', json.dumps(value)]
+        if ids:
+            sql += f" AND thread_id IN ({', '.join('?' * len(ids))})"
+            args += list(ids)
+        sql += " ORDER BY created_at DESC LIMIT ? OFFSET ?"
+        cur = await self.conn.execute(sql, [*args, limit, offset])
+        return [_thread(r) for r in await cur.fetchall()]
+
+    async def update_thread(self, thread_id: str, metadata: Mapping[str, Any]) -> None:
+        """Merge ``metadata`` into the thread's, in one statement (two concurrent PATCHes
+        both land); a key set to null is removed (JSON merge patch)."""
+        await self._write(
+            "UPDATE threads SET metadata = json_patch(metadata, ?), updated_at = ? "
+            "WHERE thread_id = ?",
+            (json.dumps(dict(metadata)), time.time(), thread_id),
+        )
+
+    async def touch_thread(self, thread_id: str) -> None:
+        await self._write(
+            "UPDATE threads SET updated_at = ? WHERE thread_id = ?", (time.time(), thread_id)
+        )
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        return await self._write("DELETE FROM threads WHERE thread_id = ?", (thread_id,)) > 0
+
+    # runs
+
+    async def create_run(self, run: RunRow) -> None:
+        await self._write(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.run_id,
+                run.thread_id,
+                run.assistant_id,
+                run.created_at,
+                run.updated_at,
+                run.status,
+                json.dumps(run.metadata),
+                run.multitask_strategy,
+                json.dumps(run.kwargs, default=str),
+                None,
+                None,
+            ),
+        )
+
+    async def set_run_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        record: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._write(
+            "UPDATE runs SET status = ?, updated_at = ?, record = COALESCE(?, record), "
+            "error = COALESCE(?, error) WHERE run_id = ?",
+            (status, time.time(), json.dumps(record) if record else None, error, run_id),
+        )
+
+    async def delete_run(self, run_id: str) -> None:
+        await self._write("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    async def get_run(self, thread_id: str, run_id: str) -> RunRow | None:
+        cur = await self.conn.execute(
+            "SELECT * FROM runs WHERE run_id = ? AND thread_id = ?", (run_id, thread_id)
+        )
+        found = await cur.fetchone()
+        return _run(found) if found is not None else None
+
+    async def list_runs(
+        self, thread_id: str, limit: int, offset: int, status: str | None = None
+    ) -> list[RunRow]:
+        sql, args = "SELECT * FROM runs WHERE thread_id = ?", [thread_id]
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        cur = await self.conn.execute(
+            sql + " ORDER BY created_at DESC LIMIT ? OFFSET ?", [*args, limit, offset]
+        )
+        return [_run(r) for r in await cur.fetchall()]
+
+    async def abandon_unfinished(self) -> int:
+        """Runs left pending or running by a server that stopped: marked ``error``."""
+        return await self._write(
+            "UPDATE runs SET status = 'error', error = 'the server stopped before the run "
+            "finished', updated_at = ? WHERE status IN ('pending', 'running')",
+            (time.time(),),
+        )
+
+
+def _thread(r: sqlite3.Row) -> ThreadRow:
+    return ThreadRow(
+        r["thread_id"], r["owner"], r["created_at"], r["updated_at"], json.loads(r["metadata"])
+    )
+
+
+def _run(r: sqlite3.Row) -> RunRow:
+    return RunRow(
+        run_id=r["run_id"],
+        thread_id=r["thread_id"],
+        assistant_id=r["assistant_id"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        status=r["status"],
+        multitask_strategy=r["multitask_strategy"],
+        metadata=json.loads(r["metadata"]),
+        kwargs=json.loads(r["kwargs"]),
+        record=json.loads(r["record"]) if r["record"] else None,
+        error=r["error"],
+    )
