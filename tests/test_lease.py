@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import START, StateGraph
+from pydantic import PrivateAttr
 
 from tierflow import Agent, BuildContext, add_agent
 from tierflow.errors import LeaseLost, ThreadBusy
+from tierflow.runner import Runner
 from tierflow.runner.lease import SqliteThreadLeases
+from tierflow.settings import TierflowSettings
 from tierflow.state import GraphState
-from tierflow.testing import Reply, ScriptedServer
+from tierflow.testing import Reply, ScriptedChatModel, ScriptedServer, scripted_tier
 
 TESTS_DIR = Path(__file__).parent
 BUSY = "thread 'T' is busy with another run; try again, or use --wait"
@@ -65,12 +69,12 @@ async def test_acquire_renew_release_on_a_sqlite_file(tmp_path: Path) -> None:
 async def test_an_unrenewed_lease_expires(tmp_path: Path) -> None:
     leases = SqliteThreadLeases(tmp_path / "leases.sqlite")
     started = time.monotonic()
-    assert await leases.acquire("t", "crashed", 0.3)
+    assert await leases.acquire("t", "crashed", 0.5)
     assert not await leases.acquire("t", "next", 30)
     while not await leases.acquire("t", "next", 30):  # polls the database's clock
         assert time.monotonic() - started < 5, "the lease never expired"
         await asyncio.sleep(0.02)
-    assert time.monotonic() - started >= 0.25
+    assert time.monotonic() - started >= 0.45
     assert leases.holder("t") == "next"
 
 
@@ -111,7 +115,7 @@ async def test_hold_renews_and_a_cancelled_holder_releases(tmp_path: Path) -> No
     inside = asyncio.Event()
 
     async def run() -> None:
-        async with leases.hold("T", ttl_s=0.3):
+        async with leases.hold("T", ttl_s=0.5):
             inside.set()
             await asyncio.Event().wait()
 
@@ -119,7 +123,7 @@ async def test_hold_renews_and_a_cancelled_holder_releases(tmp_path: Path) -> No
     await inside.wait()
     holder = leases.holder("T")
     started = time.monotonic()
-    while time.monotonic() - started < 0.9:  # three TTLs: only renewals keep it
+    while time.monotonic() - started < 1.5:  # three TTLs: only renewals keep it
         assert leases.holder("T") == holder
         await asyncio.sleep(0.05)
     task.cancel()
@@ -138,6 +142,44 @@ async def test_a_lost_lease_stops_the_run(tmp_path: Path) -> None:
                 conn.execute("UPDATE leases SET holder = 'thief' WHERE thread_id = 'T'")
             await asyncio.Event().wait()
     assert leases.holder("T") == "thief"
+
+
+class Gated(ScriptedChatModel):
+    """Answers from its queue; the first call waits until the test opens the gate."""
+
+    _reached: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
+    _gate: asyncio.Event = PrivateAttr(default_factory=asyncio.Event)
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Any:
+        self._reached.set()
+        await self._gate.wait()
+        return self._generate(messages, stop, None, **kw)
+
+
+async def test_runner_ask_and_resume_hold_the_thread(settings: TierflowSettings) -> None:
+    model = Gated()
+    model.enqueue("First answer.", "Second answer.")
+    tiers = {"reasoning": scripted_tier("reasoning", model)}
+
+    def runner() -> Runner:  # a runner each: as two processes on the same state dir
+        return Runner(settings, tiers=tiers, graphs={"clerk": factory})
+
+    first = asyncio.create_task(runner().ask("question one", graph="clerk", thread_id="T"))
+    await model._reached.wait()
+    with pytest.raises(ThreadBusy, match=BUSY):
+        await runner().ask("question two", graph="clerk", thread_id="T")
+    with pytest.raises(ThreadBusy, match=BUSY):
+        await runner().resume("T")
+    second = asyncio.create_task(
+        runner().ask("question two", graph="clerk", thread_id="T", on_busy="wait")
+    )
+    model._gate.set()
+    one, two = await asyncio.gather(first, second)
+    assert (one.answer, two.answer) == ("First answer.", "Second answer.")
+    sent = [m.content for m in model.calls[-1].messages[1:]]
+    assert sent == ["question one", "First answer.", "question two"]
 
 
 # -- the guarantee, with real processes -----------------------------------------------
