@@ -102,7 +102,10 @@ def test_sigkill_mid_round_reruns_only_the_unfinished_call(tmp_path: Path) -> No
     work.mkdir()
     db = tmp_path / "state" / "tierflow" / "checkpoints.sqlite"
     with ScriptedServer(flavor="openai", api_key="sk-test") as srv:
-        (tmp_path / "tierflow.toml").write_text('[tiers.reasoning]\nbackends = ["openai:gpt-4o"]\n')
+        # a short lease: the killed process's lease on the thread expires fast
+        (tmp_path / "tierflow.toml").write_text(
+            '[tiers.reasoning]\nbackends = ["openai:gpt-4o"]\n[state]\nlease_ttl_s = 1.0\n'
+        )
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
@@ -128,7 +131,8 @@ def test_sigkill_mid_round_reruns_only_the_unfinished_call(tmp_path: Path) -> No
 
         (work / "release").write_text("")
         srv.enqueue(Reply.text("Both done."))
-        second = _ask(tmp_path, env, "-t", "p1", "--json")
+        # --wait: the killed run's lease holds the thread until it expires
+        second = _ask(tmp_path, env, "-t", "p1", "--wait", "--json")
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
     record = json.loads(out)

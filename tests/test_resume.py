@@ -78,7 +78,10 @@ def test_sigkill_mid_run_then_ask_thread_resumes_without_repeating_the_tool(
 ) -> None:
     counter = tmp_path / "count"
     with ScriptedServer(flavor="openai", api_key="sk-test") as srv:
-        (tmp_path / "tierflow.toml").write_text('[tiers.reasoning]\nbackends = ["openai:gpt-4o"]\n')
+        # a short lease: the killed process's lease on the thread expires fast
+        (tmp_path / "tierflow.toml").write_text(
+            '[tiers.reasoning]\nbackends = ["openai:gpt-4o"]\n[state]\nlease_ttl_s = 1.0\n'
+        )
         env = {
             **os.environ,
             # the graph module's folder (not the repo root: it would shadow the package)
@@ -107,7 +110,8 @@ def test_sigkill_mid_run_then_ask_thread_resumes_without_repeating_the_tool(
         assert first.returncode == -signal.SIGKILL
 
         srv.enqueue(Reply.text("Bumped once; all done."))
-        second = _ask(tmp_path, env, "-t", "k1", "--json")
+        # --wait: the killed run's lease holds the thread until it expires
+        second = _ask(tmp_path, env, "-t", "k1", "--wait", "--json")
         out, err = second.communicate(timeout=60)
         assert second.returncode == 0, err
         record = json.loads(out)

@@ -35,6 +35,24 @@ class RunError(TierflowError):
     """A run could not complete."""
 
 
+class ThreadBusy(RunError):
+    """Another run holds the thread (its lease); retrying later, or waiting, fixes it.
+
+    A run failure rather than a usage error: the same command succeeds once the thread
+    is free, so the CLI exits 1.
+    """
+
+    def __init__(self, thread_id: str, message: str | None = None) -> None:
+        self.thread_id = thread_id
+        super().__init__(
+            message or f"thread '{thread_id}' is busy with another run; try again, or use --wait"
+        )
+
+
+class LeaseLost(RunError):
+    """A run's lease expired and another run took the thread; this run was stopped."""
+
+
 class BackendUnavailable(RunError):
     """A backend cannot be used at all right now (no API key, model file missing...)."""
 

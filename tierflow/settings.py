@@ -424,6 +424,16 @@ class BudgetSettings(_Section):
         return None if isinstance(value, str) and value.strip() == "unlimited" else value
 
 
+class StateSettings(_Section):
+    """``[state]``: how runs share the state dir's threads (see ``tierflow.runner.lease``)."""
+
+    #: A run renews its thread's lease every third of this; a crashed holder's lease
+    #: frees the thread this long after its last renewal.
+    lease_ttl_s: float = Field(default=30.0, gt=0)
+    #: How long a run that waits for a busy thread (``ask --wait``) waits at most.
+    lease_wait_s: float = Field(default=300.0, ge=0)
+
+
 class TierflowSettings(BaseSettings):
     """Everything an operator configures. Build with :func:`load_settings`."""
 
@@ -441,6 +451,7 @@ class TierflowSettings(BaseSettings):
     router: RouterSettings = RouterSettings()
     guardrails: GuardrailsSettings = GuardrailsSettings()
     server: ServerSettings = ServerSettings()
+    state: StateSettings = StateSettings()
     state_dir: Path = Field(default_factory=_default_state_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 

@@ -94,10 +94,22 @@ def ask(
     reject: Annotated[
         bool, typer.Option("--reject", help="Reject the tool calls a paused run waits on.")
     ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="If another run is busy on the thread, wait for it ([state] lease_wait_s) "
+            "instead of failing.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Ask a question; the default graph routes it to a specialist that uses its tools."""
+    """Ask a question; the default graph routes it to a specialist that uses its tools.
+
+    One run at a time holds a thread: a second one fails at once (exit 1, "thread ... is
+    busy"), or with --wait runs after the first, on the thread as the first left it.
+    """
     from tierflow.runner import Runner
     from tierflow.settings import load_settings
 
@@ -105,12 +117,16 @@ def ask(
     if question == "-":
         question = sys.stdin.read()
 
+    on_busy: Literal["wait", "reject"] = "wait" if wait else "reject"
+
     async def go(runner: Runner, on_event: Any = None) -> Any:
         if decision is not None:
             assert thread is not None
             how = None if decision == "continue" else decision
-            return await runner.resume(thread, how, on_event=on_event)
-        return await runner.ask(question or "", graph=graph, thread_id=thread, on_event=on_event)
+            return await runner.resume(thread, how, on_event=on_event, on_busy=on_busy)
+        return await runner.ask(
+            question or "", graph=graph, thread_id=thread, on_event=on_event, on_busy=on_busy
+        )
 
     def run() -> Any:
         runner = Runner(load_settings(config))

@@ -41,6 +41,7 @@ from tierflow.record import RunRecord
 from tierflow.runner.control import INTERRUPT, check_thread, read_thread
 from tierflow.runner.events import RunEvent, RunFinished, parse_event
 from tierflow.runner.guards import guard_partial
+from tierflow.runner.lease import BusyStrategy, SqliteThreadLeases, ThreadLeases
 from tierflow.runner.record import run_record
 from tierflow.settings import BudgetSettings, TierflowSettings, load_settings
 from tierflow.state import GraphState
@@ -71,7 +72,9 @@ class Runner:
     built once, when the runner opens (or on its first run), not per call.
 
     ``checkpointer`` takes any LangGraph checkpointer (memory, SQLite, Postgres); the
-    default is SQLite at ``<state_dir>/checkpoints.sqlite``.
+    default is SQLite at ``<state_dir>/checkpoints.sqlite``. ``leases`` keeps one run at
+    a time on a thread, across processes (:mod:`tierflow.runner.lease`); the default is
+    SQLite at ``<state_dir>/leases.sqlite``.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Runner:
         guardrails: Sequence[Guardrail] = (),
         budget: BudgetSettings | None = None,
         deps: Any = None,
+        leases: ThreadLeases | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         #: What tools that declare a ToolContext get as ``context.deps`` (a database
@@ -102,6 +106,7 @@ class Runner:
         self.context = BuildContext(self.tiers, self.settings)
         self.checkpoint_path = checkpoint_path or self.settings.state_dir / "checkpoints.sqlite"
         self._checkpointer = checkpointer
+        self.leases = leases or SqliteThreadLeases.in_dir(self.settings.state_dir)
         self._stack: AsyncExitStack | None = None
         self._saver: BaseCheckpointSaver[Any] | None = None
         self._apps: dict[tuple[str, int], Any] = {}
@@ -216,6 +221,13 @@ class Runner:
         finally:
             await conn.close()
 
+    def hold(self, thread_id: str, on_busy: BusyStrategy = "reject") -> Any:
+        """The thread's lease for one run, per ``[state]``."""
+        state = self.settings.state
+        return self.leases.hold(
+            thread_id, strategy=on_busy, ttl_s=state.lease_ttl_s, wait_s=state.lease_wait_s
+        )
+
     def _entry(self, graph: str) -> GraphEntry:
         return self._graphs.get(graph) or get_entry(graph)
 
@@ -271,6 +283,7 @@ class Runner:
         on_event: EventHandler | None = None,
         stream_tokens: bool = False,
         budget: BudgetSettings | None = None,
+        on_busy: BusyStrategy = "reject",
     ) -> RunRecord:
         """Run ``graph`` (or just ``agent``) on ``question``; ``thread_id`` continues an
         earlier conversation.
@@ -285,6 +298,11 @@ class Runner:
         a run that spends it returns ``status == "stopped"`` with its partial result and
         can be continued with :meth:`resume`. A thread whose last run is unfinished
         (stopped, or its process killed) refuses a new question until it is continued.
+
+        The run holds the thread's lease from start to end. ``on_busy`` says what to do
+        when another run (in any process) holds it: ``"reject"`` raises
+        :class:`~tierflow.errors.ThreadBusy`; ``"wait"`` (or ``"enqueue"``) waits up to
+        ``[state] lease_wait_s`` and then runs on the thread as the other run left it.
         """
         question = question.strip()
         if not question:
@@ -296,7 +314,8 @@ class Runner:
         self._entry(graph)  # UnknownGraph before any work
         thread_id = thread_id or uuid.uuid4().hex[:16]
         inputs = {"messages": [HumanMessage(question)]}
-        return await self._run(graph, thread_id, inputs, on_event, stream_tokens, budget)
+        async with self.hold(thread_id, on_busy):
+            return await self._run(graph, thread_id, inputs, on_event, stream_tokens, budget)
 
     async def stream(
         self,
@@ -307,6 +326,7 @@ class Runner:
         thread_id: str | None = None,
         tokens: bool = True,
         budget: BudgetSettings | None = None,
+        on_busy: BusyStrategy = "reject",
     ) -> AsyncIterator[RunEvent]:
         """Run like :meth:`ask`, yielding typed events as they happen (with ``tokens``,
         the answer's tokens), then :class:`~tierflow.runner.events.RunFinished` with the
@@ -328,6 +348,7 @@ class Runner:
                     on_event=forward,
                     stream_tokens=tokens,
                     budget=budget,
+                    on_busy=on_busy,
                 )
             finally:
                 queue.put_nowait(None)
@@ -352,6 +373,7 @@ class Runner:
         on_event: EventHandler | None = None,
         stream_tokens: bool = False,
         budget: BudgetSettings | None = None,
+        on_busy: BusyStrategy = "reject",
     ) -> RunRecord:
         """Continue a thread's last run from its checkpoint.
 
@@ -360,8 +382,22 @@ class Runner:
         ``{"action": "approve", "args": {...}}`` to run it with edited arguments). Without
         either, a run that was cut off (its process killed, or a budget spent) re-runs only
         the steps that had not completed: a tool call that completed is not repeated. A
-        continued run gets a fresh ``budget``.
+        continued run gets a fresh ``budget``. The thread's lease is held as in :meth:`ask`.
         """
+        async with self.hold(thread_id, on_busy):
+            return await self._resume(
+                thread_id, decision, decisions, on_event, stream_tokens, budget
+            )
+
+    async def _resume(
+        self,
+        thread_id: str,
+        decision: Decision | None,
+        decisions: Mapping[str, Decision] | None,
+        on_event: EventHandler | None,
+        stream_tokens: bool,
+        budget: BudgetSettings | None,
+    ) -> RunRecord:
         async with AsyncExitStack() as stack:
             saver = self._saver
             if saver is None:

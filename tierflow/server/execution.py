@@ -140,40 +140,43 @@ async def execute(
         await server.store.set_run_status(run.run_id, "running")
         await stream.publish("metadata", {"run_id": run.run_id, "attempt": 1})
         with workflow_span(graph, thread_id, runner.settings) as span:
-            app = runner.compile(graph, runner.checkpointer)
-            config = runner.run_config(thread_id, run_id=run.run_id)
-            saved = await runner.checkpointer.aget_tuple(config)
-            thread = await read_thread(app, config, saved)
-            snapshot = await app.aget_state(config) if thread.status == "paused" else None
-            inputs = graph_inputs(body, snapshot.interrupts if snapshot else ())
-            # The interrupt strategy cancelled the thread's run on purpose: its question
-            # may start over rather than refuse the cut-off run.
-            if after_interrupt and thread.status == "unfinished" and isinstance(inputs, dict):
-                values = (await app.aget_state(config)).values
-                inputs = close_dangling(values.get("messages") or [], inputs)
-            else:
-                check_thread(thread_id, thread, inputs)
-            messages = _Messages(body.modes)
-            state: dict[str, Any] | None = None
-            stopped: str | None = None
-            try:
-                chunks = app.astream(
-                    inputs, config, stream_mode=graph_modes(body.modes), durability="sync"
+            # The thread's lease, as the Runner and the CLI take it: a run of another
+            # process (a `tierflow ask --thread`, another server) on this thread goes first.
+            async with runner.hold(thread_id, "wait"):
+                app = runner.compile(graph, runner.checkpointer)
+                config = runner.run_config(thread_id, run_id=run.run_id)
+                saved = await runner.checkpointer.aget_tuple(config)
+                thread = await read_thread(app, config, saved)
+                snapshot = await app.aget_state(config) if thread.status == "paused" else None
+                inputs = graph_inputs(body, snapshot.interrupts if snapshot else ())
+                # The interrupt strategy cancelled the thread's run on purpose: its question
+                # may start over rather than refuse the cut-off run.
+                if after_interrupt and thread.status == "unfinished" and isinstance(inputs, dict):
+                    values = (await app.aget_state(config)).values
+                    inputs = close_dangling(values.get("messages") or [], inputs)
+                else:
+                    check_thread(thread_id, thread, inputs)
+                messages = _Messages(body.modes)
+                state: dict[str, Any] | None = None
+                stopped: str | None = None
+                try:
+                    chunks = app.astream(
+                        inputs, config, stream_mode=graph_modes(body.modes), durability="sync"
+                    )
+                    async with aclosing(chunks):
+                        async for mode, chunk in chunks:
+                            if mode == "values":
+                                state = chunk
+                            if mode == "messages":
+                                await messages.publish(stream, chunk)
+                            elif mode in body.modes:
+                                await stream.publish(mode, event_data(mode, chunk))
+                except BudgetExceeded as exc:
+                    stopped = str(exc)
+                result = await runner.finish(
+                    graph, app, config, state, trace_id=format_trace_id(span), stopped=stopped
                 )
-                async with aclosing(chunks):
-                    async for mode, chunk in chunks:
-                        if mode == "values":
-                            state = chunk
-                        if mode == "messages":
-                            await messages.publish(stream, chunk)
-                        elif mode in body.modes:
-                            await stream.publish(mode, event_data(mode, chunk))
-            except BudgetExceeded as exc:
-                stopped = str(exc)
-            result = await runner.finish(
-                graph, app, config, state, trace_id=format_trace_id(span), stopped=stopped
-            )
-            finish_workflow(span, result)
+                finish_workflow(span, result)
         status, record = "success", result.model_dump(mode="json")
     except asyncio.CancelledError:
         status, error = "interrupted", "cancelled"

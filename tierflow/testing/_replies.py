@@ -7,8 +7,9 @@ Split from scripted_server.py only to keep each module short; import these names
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 _CUT_TEXT = "this answer is cut off before it ends"
@@ -31,6 +32,9 @@ class Reply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     delay: float = 0.0
+    #: Hold the reply until this event is set (or the server stops): a test decides
+    #: when a model call ends instead of guessing a delay.
+    until: threading.Event | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def text(
@@ -41,14 +45,16 @@ class Reply:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         delay: float = 0.0,
+        until: threading.Event | None = None,
     ) -> Reply:
-        """A plain assistant message."""
+        """A plain assistant message (sent once ``until`` is set, if given)."""
         return cls(
             content=content,
             model=model,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             delay=delay,
+            until=until,
         )
 
     @classmethod

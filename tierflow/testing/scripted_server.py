@@ -160,6 +160,13 @@ class ScriptedServer:
         with self._cond:
             return self._queue.popleft() if self._queue else self._default
 
+    def _hold(self, until: threading.Event | None) -> bool:
+        """Wait for ``until`` (if any); True if the server is stopping."""
+        while until is not None and not until.wait(0.05):
+            if self._stopping.is_set():
+                return True
+        return False
+
     def _wait(self, seconds: float) -> bool:
         """Sleep interruptibly; True if the server is stopping."""
         return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
@@ -282,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
         return override or (requested if isinstance(requested, str) else self.owner.models[0])
 
     def _reply(self, reply: Reply, body: JSONDict) -> None:
-        if self.owner._wait(reply.delay):
+        if self.owner._wait(reply.delay) or self.owner._hold(reply.until):
             self.close_connection = True
             return
         flavor = self.owner.flavor
