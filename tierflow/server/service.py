@@ -38,12 +38,9 @@ def not_found(what: str) -> HTTPException:
 
 class Server:
     def __init__(self, runner: Runner, store: Store, worker: Worker | None = None) -> None:
-        limits = runner.settings.server
         self.runner = runner
         self.store = store
-        self.worker: Worker = worker or InProcessWorker(
-            max_queue=limits.max_queue, max_concurrency=limits.max_concurrency
-        )
+        self.worker: Worker = worker or _default_worker(runner, store)
         self.metrics = ServerMetrics(lambda: self.worker.depth)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -217,7 +214,9 @@ class Server:
             await store.set_run_status(run.run_id, "interrupted", error="cancelled")
 
         try:
-            self.worker.submit(RunJob(run.run_id, thread_id, run_it, cancelled))
+            self.worker.submit(
+                RunJob(run.run_id, thread_id, run_it, cancelled, after_interrupt=interrupted)
+            )
         except QueueFull as exc:  # raced past the check above: leave nothing behind
             await store.delete_run(run.run_id)
             raise HTTPException(429, str(exc), headers={"Retry-After": "2"}) from None
@@ -234,6 +233,16 @@ class Server:
             check_thread(thread_id, thread, graph_inputs(body, pending))
         except UserError as exc:
             raise HTTPException(409, api_message(str(exc))) from None
+
+
+def _default_worker(runner: Runner, store: Store) -> Worker:
+    """``[server] worker``: runs in this process, or on ``tierflow worker`` processes."""
+    limits = runner.settings.server
+    if limits.worker == "dbos":
+        from tierflow.server.queue import QueuedWorker
+
+        return QueuedWorker(runner.settings, store)
+    return InProcessWorker(max_queue=limits.max_queue, max_concurrency=limits.max_concurrency)
 
 
 def _state(snapshot: Any, thread_id: str) -> dict[str, Any]:
