@@ -1,0 +1,192 @@
+"""Runs on ``tierflow worker`` processes through the DBOS queue (``[server] worker =
+"dbos"``), all real: the API on uvicorn (127.0.0.1) in this process, two worker
+subprocesses, the queue and the store in SQLite files of one state dir, a ScriptedServer
+as the model, ``langgraph-sdk`` as the client, and ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+from tierflow import Runner
+from tierflow.server import create_app
+from tierflow.settings import load_settings
+from tierflow.testing import Fault, Reply, ScriptedServer
+
+from .conftest import QUESTION, free_port
+from .worker_graph import DIR_ENV, factory
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class Cluster:
+    url: str
+    backend: ScriptedServer
+    work: Path
+    workers: list[subprocess.Popen[bytes]]
+
+    def client(self) -> LangGraphClient:
+        return get_client(url=self.url, api_key=None)
+
+    def worker(self, pid: int) -> subprocess.Popen[bytes]:
+        return next(w for w in self.workers if w.pid == pid)
+
+
+def _config(tmp: Path, backend: ScriptedServer) -> Path:
+    path = tmp / "tierflow.toml"
+    path.write_text(
+        f'state_dir = "{tmp / "state"}"\n'
+        '[tiers.t]\nbackends = ["vllm:scripted-model"]\n'
+        f'[backends.vllm]\nbase_url = "{backend.base_url}"\ntool_calling = "native"\n'
+        "[telemetry]\nenabled = false\n"
+        '[server]\nworker = "dbos"\nmax_concurrency = 2\nworker_lease_s = 1.5\ndrain_s = 2\n'
+    )
+    return path
+
+
+def _start_worker(config: Path, work: Path, name: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        DIR_ENV: str(work),
+    }
+    log = (work / f"{name}.log").open("wb")
+    args = ["worker", "--config", str(config), "--graph", "clerk=worker_graph:factory"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tierflow", *args, "--id", name],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_ready(work: Path, workers: list[subprocess.Popen[bytes]], names: list[str]) -> None:
+    deadline = time.monotonic() + 40
+    for proc, name in zip(workers, names, strict=True):
+        log = work / f"{name}.log"
+        while b"ready" not in log.read_bytes():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"worker {name} never got ready"
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def cluster(tmp: Path) -> Iterator[Cluster]:
+    work = tmp / "work"
+    work.mkdir()
+    with ScriptedServer() as backend:
+        config = _config(tmp, backend)
+        runner = Runner(load_settings(config), graphs={"clerk": factory})
+        port = free_port()
+        uv = uvicorn.Server(
+            uvicorn.Config(create_app(runner), host="127.0.0.1", port=port, log_level="warning")
+        )
+        api = threading.Thread(target=uv.run, daemon=True)
+        api.start()
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            for _ in range(1000):
+                if uv.started:  # the API created the queue's tables before the workers start
+                    break
+                api.join(0.01)
+            assert uv.started, "uvicorn did not start"
+            names = ["worker-a", "worker-b"]
+            workers = [_start_worker(config, work, n) for n in names]
+            _wait_ready(work, workers, names)
+            yield Cluster(f"http://127.0.0.1:{port}", backend, work, workers)
+        finally:
+            (work / "gate").write_text("")
+            for proc in workers:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in workers:
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            uv.should_exit = True
+            api.join(10)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+async def test_kill9_mid_run_hands_the_run_over_without_repeating_a_tool_call(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path) as cl:
+        # Call 1 runs the tool; call 2 (after the tool's result is checkpointed) stalls.
+        cl.backend.enqueue(Reply.tool_calls([("count", {"note": "a"})]), Fault.stall(60))
+        c = cl.client()
+        thread_id = (await c.threads.create())["thread_id"]
+        run = await c.runs.create(
+            thread_id, "clerk", input=QUESTION, stream_mode=["values", "updates"]
+        )
+        assert await asyncio.to_thread(cl.backend.wait_for_requests, 2, 30)
+        (pid,) = [int(p) for p in _lines(cl.work / "count-pids")]
+        victim = cl.worker(pid)
+        started = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(10) == -signal.SIGKILL
+        assert (await c.runs.get(thread_id, run["run_id"]))["status"] == "running"
+
+        cl.backend.enqueue(Reply.text("Counted once."))
+        values: Any = await c.runs.join(thread_id, run["run_id"])
+        handed_over = time.monotonic() - started
+        assert values["messages"][-1]["content"] == "Counted once."
+        assert _lines(cl.work / "count") == ["1"]  # the completed tool call did not repeat
+        done = await c.runs.get(thread_id, run["run_id"])
+        assert done["status"] == "success"
+        assert done["kwargs"]["record"]["status"] == "completed"
+        assert len(cl.backend.requests) == 3  # tool call, the stalled call, its retry
+        # The stream replays both attempts from the store and ends with the run.
+        parts = [p async for p in c.runs.join_stream(thread_id, run["run_id"])]
+        attempts = [p.data["attempt"] for p in parts if p.event == "metadata"]
+        assert attempts == [1, 2]
+        assert parts[-1].event == "values"
+        assert parts[-1].data["messages"][-1]["content"] == "Counted once."
+        print(f"kill -9 to completion on the other worker: {handed_over:.2f} s")
+
+
+async def test_two_workers_share_the_runs(tmp_path: Path) -> None:
+    def rule(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return Reply.text("done")
+        return Reply.tool_calls([("where", {"note": "x"})])
+
+    with cluster(tmp_path) as cl:
+        cl.backend.set_default(rule)
+        c = cl.client()
+        runs = []
+        for _ in range(4):
+            thread_id = (await c.threads.create())["thread_id"]
+            runs.append(await c.runs.create(thread_id, "clerk", input=QUESTION))
+        deadline = time.monotonic() + 30
+        while len(_lines(cl.work / "where")) < 8:  # "pid note" per call: 4 calls held
+            assert time.monotonic() < deadline, "the runs never all started"
+            await asyncio.sleep(0.05)
+        pids = {int(p) for p in _lines(cl.work / "where")[::2]}
+        assert pids == {w.pid for w in cl.workers}  # each worker holds two runs
+        (cl.work / "gate").write_text("")
+        for run in runs:
+            await c.runs.join(run["thread_id"], run["run_id"])
+            assert (await c.runs.get(run["thread_id"], run["run_id"]))["status"] == "success"
