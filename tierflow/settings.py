@@ -302,6 +302,8 @@ class ServerSettings(_Section):
     max_queue: int = Field(default=64, ge=1)  # runs pending or running; past it, 429
     max_concurrency: int = Field(default=4, ge=1)  # runs executing at once (in-process worker)
     cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
+    #: Runs pending or running per API key (``TIERFLOW_API_KEYS``); past it, 429.
+    max_runs_per_key: int | None = Field(default=None, ge=1)
     #: Where runs execute: in the server's process, or on ``tierflow worker`` processes
     #: fed by a DBOS queue (docs/architecture.md, "Workers").
     worker: Literal["inprocess", "dbos"] = "inprocess"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
@@ -55,7 +56,8 @@ def _config(tmp: Path, backend: ScriptedServer) -> Path:
         '[tiers.t]\nbackends = ["vllm:scripted-model"]\n'
         f'[backends.vllm]\nbase_url = "{backend.base_url}"\ntool_calling = "native"\n'
         "[telemetry]\nenabled = false\n"
-        '[server]\nworker = "dbos"\nmax_concurrency = 2\nworker_lease_s = 1.5\ndrain_s = 2\n'
+        '[server]\nworker = "dbos"\nmax_concurrency = 2\nmax_queue = 4\n'
+        "worker_lease_s = 1.5\ndrain_s = 2\n"
     )
     return path
 
@@ -186,6 +188,17 @@ async def test_two_workers_share_the_runs(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         pids = {int(p) for p in _lines(cl.work / "where")[::2]}
         assert pids == {w.pid for w in cl.workers}  # each worker holds two runs
+        # Backpressure: past [server] max_queue (4), a 429 with Retry-After.
+        async with httpx.AsyncClient(base_url=cl.url) as http:
+            fifth = (await c.threads.create())["thread_id"]
+            body = {"assistant_id": "clerk", "input": QUESTION}
+            r = await http.post(f"/threads/{fifth}/runs", json=body)
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        # Cancelling a run that a worker process executes stops it there.
+        cancelled = runs.pop()
+        await c.runs.cancel(cancelled["thread_id"], cancelled["run_id"], wait=True)
+        gone = await c.runs.get(cancelled["thread_id"], cancelled["run_id"])
+        assert gone["status"] == "interrupted"
         (cl.work / "gate").write_text("")
         for run in runs:
             await c.runs.join(run["thread_id"], run["run_id"])

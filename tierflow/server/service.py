@@ -186,6 +186,17 @@ class Server:
             raise HTTPException(
                 429, "the run queue is full; retry later", headers={"Retry-After": "2"}
             )
+        per_key = self.runner.settings.server.max_runs_per_key
+        if per_key is not None and row.owner is not None:
+            held = await self.store.count_unfinished(row.owner)
+            if held >= per_key:
+                self.metrics.rejected["key_limit"] += 1
+                raise HTTPException(
+                    429,
+                    f"this API key has {held} runs pending or running (limit {per_key}); "
+                    "retry later",
+                    headers={"Retry-After": "2"},
+                )
         interrupted = False
         if busy and body.multitask_strategy == "interrupt":
             for run_id in self.worker.active(thread_id):

@@ -256,6 +256,16 @@ class Store:
         )
         return [_run(r) for r in await cur.fetchall()]
 
+    async def count_unfinished(self, owner: str) -> int:
+        """Runs pending or running on the threads of ``owner`` (an API key's id)."""
+        cur = await self.conn.execute(
+            "SELECT count(*) FROM runs JOIN threads USING (thread_id) "
+            "WHERE threads.owner = ? AND runs.status IN ('pending', 'running')",
+            (owner,),
+        )
+        found = await cur.fetchone()
+        return int(found[0]) if found is not None else 0
+
     async def cancel_pending(self, run_id: str) -> bool:
         """Mark a run that no worker started yet ``interrupted``; False if one did."""
         return (
