@@ -203,3 +203,50 @@ async def test_two_workers_share_the_runs(tmp_path: Path) -> None:
         for run in runs:
             await c.runs.join(run["thread_id"], run["run_id"])
             assert (await c.runs.get(run["thread_id"], run["run_id"]))["status"] == "success"
+
+
+async def test_sigterm_drains_a_run_or_hands_it_back(tmp_path: Path) -> None:
+    def rule(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["role"] == "tool":
+            return Reply.text("done")
+        note = body["messages"][-1]["content"]
+        return Reply.tool_calls([("where", {"note": note})])
+
+    async def start(c: LangGraphClient, note: str) -> dict[str, Any]:
+        thread_id = (await c.threads.create())["thread_id"]
+        question = {"messages": [{"role": "user", "content": note}]}
+        return dict(await c.runs.create(thread_id, "clerk", input=question))
+
+    async def holder(note: str, calls: int = 1) -> int:
+        deadline = time.monotonic() + 30
+        while True:
+            found = [ln for ln in (cl.work / "where").read_text().splitlines() if ln.endswith(note)]
+            if len(found) >= calls:
+                return int(found[-1].split()[0])
+            assert time.monotonic() < deadline, f"run {note} never reached its tool"
+            await asyncio.sleep(0.05)
+
+    with cluster(tmp_path) as cl:
+        cl.backend.set_default(rule)
+        c = cl.client()
+        (cl.work / "where").write_text("")
+        # Longer than drain_s (2 s): handed back, continued by the other worker.
+        long = await start(c, "long")
+        first = cl.worker(await holder("long"))
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(first.wait, 15) == 0
+        second = await holder("long", calls=2)  # the tool had not completed: it runs again
+        assert second != first.pid
+        (cl.work / "gate-long").write_text("")
+        await c.runs.join(long["thread_id"], long["run_id"])
+        assert (await c.runs.get(long["thread_id"], long["run_id"]))["status"] == "success"
+        # Within drain_s: finished by the worker that was told to stop.
+        short = await start(c, "short")
+        assert await holder("short") == second
+        last = cl.worker(second)
+        last.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        (cl.work / "gate-short").write_text("")
+        assert await asyncio.to_thread(last.wait, 15) == 0
+        done = await c.runs.get(short["thread_id"], short["run_id"])
+        assert done["status"] == "success" and done["kwargs"]["record"]["answer"] == "done"

@@ -40,15 +40,17 @@ def count(note: str) -> str:
 
 @tool
 def where(note: str) -> str:
-    """Record which process runs this call, then wait for the gate file.
+    """Record which process runs this call, then wait for the gate file (``gate``, or
+    ``gate-<note>`` for this call alone).
 
     Args:
         note: Anything.
     """
     with (_folder() / "where").open("a") as f:
         f.write(f"{os.getpid()} {note}\n")
+    gates = (_folder() / "gate", _folder() / f"gate-{note}")
     deadline = time.monotonic() + 60  # only so a broken test cannot hang forever
-    while not (_folder() / "gate").exists() and time.monotonic() < deadline:
+    while not any(g.exists() for g in gates) and time.monotonic() < deadline:
         time.sleep(0.02)
     return f"ran in {os.getpid()}"
 

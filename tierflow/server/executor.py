@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +89,15 @@ class _Worker:
         self.local: dict[str, asyncio.Task[None]] = {}
         self.store = Store(self.settings.state_dir / "server.sqlite")
         self.stopping = asyncio.Event()
+        self.draining = False
+        # Our own threads for blocking calls: DBOS makes its pool this loop's default
+        # executor and shuts it down in DBOS.destroy, before we are done.
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="tierflow-worker")
+
+    async def off(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on one of our threads."""
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def main(self) -> None:
         from dbos import DBOS
@@ -107,7 +119,7 @@ class _Worker:
             )
             DBOS.workflow(name=WORKFLOW)(tierflow_run)
             beats = _Beats(queue_url(self.settings), self.executor_id)
-            await asyncio.to_thread(beats.beat)  # alive before the first dequeue
+            await self.off(beats.beat)  # alive before the first dequeue
             DBOS.launch()  # adopts this loop: the workflows run here, next to the Runner
             await DBOS.register_queue_async(
                 QUEUE, on_conflict="always_update", **queue_options(self.settings)
@@ -118,13 +130,15 @@ class _Worker:
             print(f"worker {self.executor_id} ready", flush=True)
             watch = asyncio.create_task(self._watch(beats))
             await self.stopping.wait()
-            watch.cancel()
+            # Keep beating while draining, or a peer would take over runs still going here.
+            self.draining = True
             drain = int(self.settings.server.drain_s)
-            await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=drain)
+            await self.off(DBOS.destroy, workflow_completion_timeout_sec=drain)
+            watch.cancel()
             if self.local:  # not drained: a peer continues them once our lease runs out
                 log.warning("%d run(s) handed back to the queue", len(self.local))
                 os._exit(0)
-            await asyncio.to_thread(beats.leave)
+            await self.off(beats.leave)
         await self.store.close()
 
     async def execute(self, host: _Host, run_id: str, after_interrupt: bool) -> str:
@@ -157,7 +171,15 @@ class _Worker:
         """Heartbeat, hand over dead peers' runs, stop runs whose workflow was cancelled."""
         lease = self.settings.server.worker_lease_s
         while True:
-            cancelled = await asyncio.to_thread(beats.tick, lease, list(self.local))
+            try:
+                if self.draining:
+                    await self.off(beats.beat)
+                    cancelled = []
+                else:
+                    cancelled = await self.off(beats.tick, lease, list(self.local))
+            except Exception:  # a busy database now and then must not stop the heartbeat
+                log.exception("worker heartbeat failed")
+                cancelled = []
             for run_id in cancelled:
                 task = self.local.get(run_id)
                 if task is not None:
