@@ -488,6 +488,8 @@ def serve(
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         _fail(f"tierflow serve needs {', '.join(missing)}: pip install 'tierflow[server]'", 2)
+    if worker_engine not in (None, "inprocess", "dbos"):
+        _fail(f"--worker-engine: expected inprocess or dbos (got {worker_engine!r})", 2)
 
     def build() -> Any:
         from tierflow.runner import Runner
