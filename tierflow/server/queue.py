@@ -26,6 +26,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tierflow.server.metrics import ServerMetrics
 from tierflow.server.store import FINAL, Store
 from tierflow.server.stream import RunStream
 from tierflow.server.worker import QueueFull, RunJob
@@ -60,9 +61,12 @@ class QueuedWorker:
 
     KEEP_STREAMS = 256
 
-    def __init__(self, settings: TierflowSettings, store: Store) -> None:
+    def __init__(
+        self, settings: TierflowSettings, store: Store, metrics: ServerMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.metrics = metrics  # counts the runs this API saw end
         self.max_queue = settings.server.max_queue
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tierflow-enqueue")  # FIFO
         self._client: Any = None
@@ -134,7 +138,14 @@ class QueuedWorker:
                 status = await self.store.run_status(run_id)
                 if status is None or status in FINAL:
                     self._active.pop(run_id, None)
+                    await self._count(run_id)
             await asyncio.sleep(POLL_S)
+
+    async def _count(self, run_id: str) -> None:
+        """The ended run in the API's metrics (duration: creation to the last update)."""
+        run = await self.store.find_run(run_id)
+        if run is not None and self.metrics is not None:
+            self.metrics.run_finished(run.status, run.updated_at - run.created_at, run.record)
 
     def active(self, thread_id: str) -> list[str]:
         return [r for r, t in self._active.items() if t == thread_id]

@@ -40,8 +40,8 @@ class Server:
     def __init__(self, runner: Runner, store: Store, worker: Worker | None = None) -> None:
         self.runner = runner
         self.store = store
-        self.worker: Worker = worker or _default_worker(runner, store)
         self.metrics = ServerMetrics(lambda: self.worker.depth)
+        self.worker: Worker = worker or _default_worker(runner, store, self.metrics)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     # the one busy check: the thread leases (issue 11) plug in here
@@ -246,13 +246,13 @@ class Server:
             raise HTTPException(409, api_message(str(exc))) from None
 
 
-def _default_worker(runner: Runner, store: Store) -> Worker:
+def _default_worker(runner: Runner, store: Store, metrics: ServerMetrics) -> Worker:
     """``[server] worker``: runs in this process, or on ``tierflow worker`` processes."""
     limits = runner.settings.server
     if limits.worker == "dbos":
         from tierflow.server.queue import QueuedWorker
 
-        return QueuedWorker(runner.settings, store)
+        return QueuedWorker(runner.settings, store, metrics)
     return InProcessWorker(max_queue=limits.max_queue, max_concurrency=limits.max_concurrency)
 
 
