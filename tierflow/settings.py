@@ -302,6 +302,17 @@ class ServerSettings(_Section):
     max_queue: int = Field(default=64, ge=1)  # runs pending or running; past it, 429
     max_concurrency: int = Field(default=4, ge=1)  # runs executing at once (in-process worker)
     cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
+    #: Runs pending or running per API key (``TIERFLOW_API_KEYS``); past it, 429.
+    max_runs_per_key: int | None = Field(default=None, ge=1)
+    #: Where runs execute: in the server's process, or on ``tierflow worker`` processes
+    #: fed by a DBOS queue (docs/architecture.md, "Workers").
+    worker: Literal["inprocess", "dbos"] = "inprocess"
+    #: The DBOS queue's database (SQLAlchemy URL); default ``<state_dir>/queue.sqlite``.
+    queue_url: str | None = None
+    #: A worker silent for this long is dead: a peer hands its runs to the queue again.
+    worker_lease_s: float = Field(default=5.0, gt=0)
+    #: On SIGTERM a worker finishes its runs for up to this long, then hands them back.
+    drain_s: float = Field(default=30.0, ge=0)
 
 
 class GuardrailStageSettings(_Section):

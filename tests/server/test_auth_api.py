@@ -5,6 +5,7 @@ cannot read, stream, resume, cancel or delete it). Through ``langgraph-sdk`` and
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from langgraph_sdk.client import LangGraphClient
 from tierflow.server.auth import key_id
 from tierflow.testing import Reply
 
-from .conftest import QUESTION, Served, serving
+from .conftest import QUESTION, RELEASE, Served, hold_run, serving
 
 ALICE, BOB = "key-alice-0123456789", "key-bob-9876543210"
 
@@ -98,3 +99,24 @@ async def test_another_keys_thread_does_not_exist_for_it(served: Served) -> None
     assert mine["thread_id"] == thread
     assert ALICE not in str(mine) and key_id(ALICE) != ALICE
     assert [r["run_id"] for r in await alice.runs.list(thread)] == [run]
+
+
+async def test_a_key_past_its_run_limit_gets_429_and_other_keys_do_not(tmp_path: Path) -> None:
+    with serving(tmp_path, api_keys=frozenset({ALICE, BOB}), max_runs_per_key=1) as srv:
+        alice, bob = as_(srv, ALICE), as_(srv, BOB)
+        held = await hold_run(alice, srv, (await alice.threads.create())["thread_id"])
+        other = (await alice.threads.create())["thread_id"]
+        async with httpx.AsyncClient(base_url=srv.url, headers={"x-api-key": ALICE}) as http:
+            body = {"assistant_id": "clerk", "input": QUESTION}
+            r = await http.post(f"/threads/{other}/runs", json=body)
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+            assert "limit 1" in r.json()["detail"]
+            metrics = (await http.get("/metrics")).text
+        assert 'tierflow_runs_rejected_total{reason="key_limit"} 1' in metrics
+        srv.backend.enqueue(Reply.text("hello bob"))
+        bobs = (await bob.threads.create())["thread_id"]
+        values: Any = await bob.runs.wait(bobs, "clerk", input=QUESTION)
+        assert values["messages"][-1]["content"] == "hello bob"
+        srv.backend.enqueue(Reply.text("done"))
+        RELEASE.set()
+        await alice.runs.join(held["thread_id"], held["run_id"])

@@ -489,6 +489,13 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.", min=0, max=65535)] = 8123,
     config: ConfigOpt = None,
+    worker_engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Where runs execute: inprocess, or dbos (on `tierflow worker` processes); "
+            "default [server] worker."
+        ),
+    ] = None,
 ) -> None:
     """Serve the graphs over HTTP: the Agent Protocol / LangGraph Server API that
     langgraph-sdk speaks (OpenAPI at /docs)."""
@@ -497,6 +504,8 @@ def serve(
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         _fail(f"tierflow serve needs {', '.join(missing)}: pip install 'tierflow[server]'", 2)
+    if worker_engine not in (None, "inprocess", "dbos"):
+        _fail(f"--worker-engine: expected inprocess or dbos (got {worker_engine!r})", 2)
 
     def build() -> Any:
         from tierflow.runner import Runner
@@ -507,13 +516,52 @@ def serve(
         keys = load_api_keys()
         # Without keys anyone who can reach the port can run the graphs (and their tools).
         check_bind(host, keys)
-        return create_app(Runner(load_settings(config)), api_keys=keys)
+        overrides = {"server": {"worker": worker_engine}} if worker_engine else {}
+        return create_app(Runner(load_settings(config, **overrides)), api_keys=keys)
 
     server_app = _guard(build)
     import uvicorn
 
     print(f"serving on http://{host}:{port} (OpenAPI at /docs)", flush=True)
     uvicorn.run(server_app, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    graph: Annotated[
+        list[str] | None,
+        typer.Option(help="A graph factory to serve as well, as NAME=module.path:factory."),
+    ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option("--id", help="This worker's id (default: host-pid-random).")
+    ] = None,
+) -> None:
+    """Execute the runs that `tierflow serve --worker-engine dbos` queues (one process;
+    start several to share the load). SIGTERM drains, then hands the rest back."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "dbos") if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(f"tierflow worker needs {', '.join(missing)}: pip install 'tierflow[server]'", 2)
+
+    def build() -> Any:
+        from tierflow.graphs.registry import get_graph
+        from tierflow.runner import Runner
+        from tierflow.settings import load_settings
+
+        graphs: dict[str, Any] = {}
+        for spec in graph or []:
+            name, sep, path = spec.partition("=")
+            if not sep:
+                raise UserError(f"--graph: expected NAME=module.path:factory (got {spec!r})")
+            graphs[name] = get_graph(path)
+        return Runner(load_settings(config), graphs=graphs)
+
+    runner = _guard(build)
+    from tierflow.server.executor import run_worker
+
+    run_worker(runner, executor_id=worker_id)
 
 
 @app.command()

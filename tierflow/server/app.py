@@ -46,11 +46,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(settings.state_dir / "server.sqlite")
         await store.open()
-        left = await store.abandon_unfinished()
-        if left:
-            log.warning("%d run(s) left unfinished by a previous server marked error", left)
+        # Worker processes own their runs and outlive the API; in-process runs died with it.
+        if worker is None and settings.server.worker == "inprocess":
+            left = await store.abandon_unfinished()
+            if left:
+                log.warning("%d run(s) left unfinished by a previous server marked error", left)
         async with runner:
             srv = Server(runner, store, worker)
+            await srv.worker.open()
             app.state.server = srv
             try:
                 yield

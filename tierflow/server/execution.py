@@ -24,17 +24,35 @@ from tierflow.runner.runner import Runner, resume_map
 from tierflow.server.metrics import ServerMetrics
 from tierflow.server.schemas import RunCreate
 from tierflow.server.store import RunRow, Store
-from tierflow.server.stream import RunStream
 from tierflow.server.wire import event_data, jsonable
 from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
 
 
 class Host(Protocol):
-    """What a run needs of the server (``service.Server`` is one)."""
+    """What a run needs of the server (``service.Server`` is one; a worker process of
+    ``tierflow worker`` is another)."""
 
     runner: Runner
     store: Store
     metrics: ServerMetrics
+
+
+class Sink(Protocol):
+    """Where a run's events go: a ``RunStream`` in this process, or the store's
+    ``run_events`` for a run executed by a worker process."""
+
+    async def publish(self, event: str, data: Any) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def run_body(run: RunRow) -> RunCreate:
+    """The run's request body again, from what the store kept of it (a worker process
+    executes runs it did not receive)."""
+    kept = {k: run.kwargs.get(k) for k in ("input", "command", "stream_mode")}
+    return RunCreate.model_validate(
+        {"assistant_id": run.assistant_id, **{k: v for k, v in kept.items() if v is not None}}
+    )
 
 
 def graph_modes(modes: list[str]) -> list[str]:
@@ -109,7 +127,7 @@ class _Messages:
         self.partial = "messages" in modes
         self._sofar: dict[str, BaseMessage] = {}
 
-    async def publish(self, stream: RunStream, chunk: Any) -> None:
+    async def publish(self, stream: Sink, chunk: Any) -> None:
         message, meta = chunk
         if self.tuples:
             await stream.publish("messages", jsonable([message, meta]))
@@ -129,19 +147,32 @@ class _Messages:
 
 
 async def execute(
-    server: Host, run: RunRow, body: RunCreate, stream: RunStream, *, after_interrupt: bool
+    server: Host,
+    run: RunRow,
+    body: RunCreate,
+    stream: Sink,
+    *,
+    after_interrupt: bool,
+    attempt: int = 1,
 ) -> None:
-    """Run ``run`` to its end, publishing on ``stream``; never raises but cancellation."""
+    """Run ``run`` to its end, publishing on ``stream``; never raises but cancellation.
+
+    ``attempt`` > 1 is the same run again after its worker died (``tierflow worker``): the
+    question was given already, so an unfinished thread is continued from its last
+    checkpoint (completed steps, tool calls included, are not repeated), and a graph
+    that had finished only gets its record.
+    """
     runner = server.runner
     graph, thread_id = run.assistant_id, run.thread_id
     started = time.monotonic()
     status, record, error = "error", None, None
     try:
         await server.store.set_run_status(run.run_id, "running")
-        await stream.publish("metadata", {"run_id": run.run_id, "attempt": 1})
+        await stream.publish("metadata", {"run_id": run.run_id, "attempt": attempt})
         with workflow_span(graph, thread_id, runner.settings) as span:
             # The thread's lease, as the Runner and the CLI take it: a run of another
-            # process (a `tierflow ask --thread`, another server) on this thread goes first.
+            # process (a `tierflow ask --thread`, another server or worker) on this
+            # thread goes first; a dead worker's lease expires after [state] lease_ttl_s.
             async with runner.hold(thread_id, "wait"):
                 app = runner.compile(graph, runner.checkpointer)
                 config = runner.run_config(thread_id, run_id=run.run_id)
@@ -149,30 +180,24 @@ async def execute(
                 thread = await read_thread(app, config, saved)
                 snapshot = await app.aget_state(config) if thread.status == "paused" else None
                 inputs = graph_inputs(body, snapshot.interrupts if snapshot else ())
+                done = False
+                if attempt > 1 and thread.status == "unfinished":
+                    inputs = None  # continue the run the dead worker left
+                elif attempt > 1 and thread.status == "idle":
+                    values = (await app.aget_state(config)).values
+                    done = values.get("run_id") == run.run_id  # it finished, then the worker died
                 # The interrupt strategy cancelled the thread's run on purpose: its question
                 # may start over rather than refuse the cut-off run.
                 if after_interrupt and thread.status == "unfinished" and isinstance(inputs, dict):
                     values = (await app.aget_state(config)).values
                     inputs = close_dangling(values.get("messages") or [], inputs)
-                else:
+                elif not done:
                     check_thread(thread_id, thread, inputs)
-                messages = _Messages(body.modes)
-                state: dict[str, Any] | None = None
                 stopped: str | None = None
-                try:
-                    chunks = app.astream(
-                        inputs, config, stream_mode=graph_modes(body.modes), durability="sync"
-                    )
-                    async with aclosing(chunks):
-                        async for mode, chunk in chunks:
-                            if mode == "values":
-                                state = chunk
-                            if mode == "messages":
-                                await messages.publish(stream, chunk)
-                            elif mode in body.modes:
-                                await stream.publish(mode, event_data(mode, chunk))
-                except BudgetExceeded as exc:
-                    stopped = str(exc)
+                if done:
+                    state: dict[str, Any] | None = (await app.aget_state(config)).values
+                else:
+                    state, stopped = await _drive(app, inputs, config, body, stream)
                 result = await runner.finish(
                     graph, app, config, state, trace_id=format_trace_id(span), stopped=stopped
                 )
@@ -193,10 +218,32 @@ async def execute(
         )
 
 
+async def _drive(
+    app: Any, inputs: Any, config: Any, body: RunCreate, stream: Sink
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Stream the graph, publishing the modes asked; the final state, and why a budget
+    stopped it (None if none did)."""
+    messages = _Messages(body.modes)
+    state: dict[str, Any] | None = None
+    try:
+        chunks = app.astream(inputs, config, stream_mode=graph_modes(body.modes), durability="sync")
+        async with aclosing(chunks):
+            async for mode, chunk in chunks:
+                if mode == "values":
+                    state = chunk
+                if mode == "messages":
+                    await messages.publish(stream, chunk)
+                elif mode in body.modes:
+                    await stream.publish(mode, event_data(mode, chunk))
+    except BudgetExceeded as exc:
+        return state, str(exc)
+    return state, None
+
+
 async def _settle(
     server: Host,
     run: RunRow,
-    stream: RunStream,
+    stream: Sink,
     status: str,
     record: dict[str, Any] | None,
     error: str | None,

@@ -24,7 +24,7 @@ class ServerMetrics:
         self._latency_buckets = [0] * len(_BUCKETS)
         self._latency_sum = 0.0
         self._latency_count = 0
-        self.rejected: Counter[str] = Counter()  # "busy" (409), "queue_full" (429)
+        self.rejected: Counter[str] = Counter()  # "busy" (409), "queue_full", "key_limit" (429)
 
     def run_finished(
         self, status: str, seconds: float, record: Mapping[str, Any] | None = None
@@ -54,7 +54,7 @@ class ServerMetrics:
             "# TYPE tierflow_runs_rejected_total counter",
             *(
                 f'tierflow_runs_rejected_total{{reason="{r}"}} {self.rejected[r]}'
-                for r in ("busy", "queue_full")
+                for r in ("busy", "queue_full", "key_limit")
             ),
             "# HELP tierflow_queue_depth Runs pending or running.",
             "# TYPE tierflow_queue_depth gauge",

@@ -38,13 +38,10 @@ def not_found(what: str) -> HTTPException:
 
 class Server:
     def __init__(self, runner: Runner, store: Store, worker: Worker | None = None) -> None:
-        limits = runner.settings.server
         self.runner = runner
         self.store = store
-        self.worker: Worker = worker or InProcessWorker(
-            max_queue=limits.max_queue, max_concurrency=limits.max_concurrency
-        )
         self.metrics = ServerMetrics(lambda: self.worker.depth)
+        self.worker: Worker = worker or _default_worker(runner, store, self.metrics)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     # the one busy check: the thread leases (issue 11) plug in here
@@ -189,6 +186,17 @@ class Server:
             raise HTTPException(
                 429, "the run queue is full; retry later", headers={"Retry-After": "2"}
             )
+        per_key = self.runner.settings.server.max_runs_per_key
+        if per_key is not None and row.owner is not None:
+            held = await self.store.count_unfinished(row.owner)
+            if held >= per_key:
+                self.metrics.rejected["key_limit"] += 1
+                raise HTTPException(
+                    429,
+                    f"this API key has {held} runs pending or running (limit {per_key}); "
+                    "retry later",
+                    headers={"Retry-After": "2"},
+                )
         interrupted = False
         if busy and body.multitask_strategy == "interrupt":
             for run_id in self.worker.active(thread_id):
@@ -217,7 +225,9 @@ class Server:
             await store.set_run_status(run.run_id, "interrupted", error="cancelled")
 
         try:
-            self.worker.submit(RunJob(run.run_id, thread_id, run_it, cancelled))
+            self.worker.submit(
+                RunJob(run.run_id, thread_id, run_it, cancelled, after_interrupt=interrupted)
+            )
         except QueueFull as exc:  # raced past the check above: leave nothing behind
             await store.delete_run(run.run_id)
             raise HTTPException(429, str(exc), headers={"Retry-After": "2"}) from None
@@ -234,6 +244,16 @@ class Server:
             check_thread(thread_id, thread, graph_inputs(body, pending))
         except UserError as exc:
             raise HTTPException(409, api_message(str(exc))) from None
+
+
+def _default_worker(runner: Runner, store: Store, metrics: ServerMetrics) -> Worker:
+    """``[server] worker``: runs in this process, or on ``tierflow worker`` processes."""
+    limits = runner.settings.server
+    if limits.worker == "dbos":
+        from tierflow.server.queue import QueuedWorker
+
+        return QueuedWorker(runner.settings, store, metrics)
+    return InProcessWorker(max_queue=limits.max_queue, max_concurrency=limits.max_concurrency)
 
 
 def _state(snapshot: Any, thread_id: str) -> dict[str, Any]:

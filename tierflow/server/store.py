@@ -43,7 +43,17 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_thread ON runs(thread_id, created_at);
+CREATE TABLE IF NOT EXISTS run_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_events_by_run ON run_events(run_id, id);
 """
+
+#: What a run ends in: the worker that ran it wrote its last word.
+FINAL = ("success", "error", "interrupted", "timeout")
 
 
 def iso(ts: float) -> str:
@@ -98,7 +108,8 @@ class Store:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = aiosqlite.connect(str(self.path))
+        # Worker processes write the same file (runs, events): wait for their locks.
+        conn = aiosqlite.connect(str(self.path), timeout=30)
         conn._thread.daemon = True  # as the Runner's saver: never hold the interpreter
         await conn
         conn.row_factory = sqlite3.Row
@@ -232,6 +243,60 @@ class Store:
             sql + " ORDER BY created_at DESC LIMIT ? OFFSET ?", [*args, limit, offset]
         )
         return [_run(r) for r in await cur.fetchall()]
+
+    async def find_run(self, run_id: str) -> RunRow | None:
+        cur = await self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        found = await cur.fetchone()
+        return _run(found) if found is not None else None
+
+    async def unfinished_runs(self) -> list[RunRow]:
+        """Runs pending or running, oldest first (a worker process may own them)."""
+        cur = await self.conn.execute(
+            "SELECT * FROM runs WHERE status IN ('pending', 'running') ORDER BY created_at"
+        )
+        return [_run(r) for r in await cur.fetchall()]
+
+    async def count_unfinished(self, owner: str) -> int:
+        """Runs pending or running on the threads of ``owner`` (an API key's id)."""
+        cur = await self.conn.execute(
+            "SELECT count(*) FROM runs JOIN threads USING (thread_id) "
+            "WHERE threads.owner = ? AND runs.status IN ('pending', 'running')",
+            (owner,),
+        )
+        found = await cur.fetchone()
+        return int(found[0]) if found is not None else 0
+
+    async def cancel_pending(self, run_id: str) -> bool:
+        """Mark a run that no worker started yet ``interrupted``; False if one did."""
+        return (
+            await self._write(
+                "UPDATE runs SET status = 'interrupted', error = 'cancelled', updated_at = ? "
+                "WHERE run_id = ? AND status = 'pending'",
+                (time.time(), run_id),
+            )
+            > 0
+        )
+
+    async def run_status(self, run_id: str) -> str | None:
+        cur = await self.conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,))
+        found = await cur.fetchone()
+        return str(found[0]) if found is not None else None
+
+    # a run's events, for runs executed by worker processes (``tierflow worker``)
+
+    async def add_event(self, run_id: str, event: str, data: Any) -> None:
+        await self._write(
+            "INSERT INTO run_events (run_id, event, data) VALUES (?, ?, ?)",
+            (run_id, event, json.dumps(data, default=str)),
+        )
+
+    async def events_after(self, run_id: str, after: int) -> list[tuple[int, str, Any]]:
+        """The run's stored events with a row id above ``after``, oldest first."""
+        cur = await self.conn.execute(
+            "SELECT id, event, data FROM run_events WHERE run_id = ? AND id > ? ORDER BY id",
+            (run_id, after),
+        )
+        return [(r[0], r[1], json.loads(r[2])) for r in await cur.fetchall()]
 
     async def abandon_unfinished(self) -> int:
         """Runs left pending or running by a server that stopped: marked ``error``."""

@@ -1,8 +1,9 @@
 """Where runs execute: the :class:`Worker` interface and the in-process worker.
 
-The API only ever calls ``submit``, ``cancel``, ``join``, ``stream``, ``active`` and
-``depth``, so a later worker (Celery, DBOS: issue 11 part 3) can replace
-:class:`InProcessWorker` without touching the routes.
+The API only ever calls ``open``, ``submit``, ``cancel``, ``join``, ``stream``, ``active``,
+``depth`` and ``close``, so :class:`~tierflow.server.queue.QueuedWorker` (runs on
+``tierflow worker`` processes through a DBOS queue) replaces :class:`InProcessWorker`
+without touching the routes.
 
 The in-process worker runs each run as an asyncio task of the server's event loop. Runs
 of one thread execute one at a time, in the order they were submitted (that is what the
@@ -40,6 +41,8 @@ class RunJob:
     run: Callable[[RunStream], Awaitable[None]]
     cancelled: Callable[[], Awaitable[None]]
     stream: RunStream = field(default_factory=RunStream)
+    #: The interrupt strategy cancelled the thread's runs for this one (see execution).
+    after_interrupt: bool = False
 
 
 class Worker(Protocol):
@@ -48,6 +51,9 @@ class Worker(Protocol):
     @property
     def depth(self) -> int:
         """Runs pending or running."""
+
+    async def open(self) -> None:
+        """Get ready (the server's lifespan calls it once, before any request)."""
 
     def submit(self, job: RunJob) -> None:
         """Queue ``job`` after the thread's earlier runs; ``QueueFull`` past the limit."""
@@ -83,6 +89,9 @@ class InProcessWorker:
     @property
     def depth(self) -> int:
         return len(self._tasks)
+
+    async def open(self) -> None:
+        return None
 
     def submit(self, job: RunJob) -> None:
         if len(self._tasks) >= self.max_queue:
