@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 		{ echo "error: tierflow needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 		{ echo "error: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev,server]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev,server,postgres]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps bfcl-eval==2026.3.23
 	@touch $(STAMP)
 

@@ -35,6 +35,10 @@ class RunError(TierflowError):
     """A run could not complete."""
 
 
+class DatabaseUnavailable(RunError):
+    """The PostgreSQL database of ``[state] database_url`` cannot be reached or used."""
+
+
 class BackendUnavailable(RunError):
     """A backend cannot be used at all right now (no API key, model file missing...)."""
 

@@ -304,6 +304,34 @@ class ServerSettings(_Section):
     cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
 
 
+class StateSettings(_Section):
+    """``[state]``: where checkpoints, threads, runs and breaker states live.
+
+    ``database_url`` (env ``TIERFLOW_DATABASE_URL``): ``postgresql://user:pw@host:port/db``
+    moves them all to PostgreSQL, so several processes (two ``tierflow serve``) share them;
+    ``None`` keeps SQLite files in ``state_dir``.
+    """
+
+    database_url: str | None = None
+    pool_size: int = Field(default=10, ge=1)  # connections per pool (checkpoints, server)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("postgresql", "postgres"):
+            # Never echo the URL: it may hold a password.
+            raise ValueError(
+                f"expected a postgresql://user:password@host:port/dbname URL (got scheme "
+                f"'{scheme or 'none'}')"
+            )
+        return value
+
+
 class GuardrailStageSettings(_Section):
     """Which built-in guardrails run at each stage, by name (see ``tierflow.guardrails``)."""
 
@@ -385,6 +413,7 @@ class _StandardEnvSource(PydanticBaseSettingsSource):
         "TIERFLOW_LOCAL_URL": ("backends", "local", "base_url"),
         "TIERFLOW_SQL_URL": ("tools", "sql", "url"),
         "TIERFLOW_DOCS_DIR": ("tools", "retrieval", "docs_dir"),
+        "TIERFLOW_DATABASE_URL": ("state", "database_url"),
     }
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
@@ -441,6 +470,7 @@ class TierflowSettings(BaseSettings):
     router: RouterSettings = RouterSettings()
     guardrails: GuardrailsSettings = GuardrailsSettings()
     server: ServerSettings = ServerSettings()
+    state: StateSettings = StateSettings()
     state_dir: Path = Field(default_factory=_default_state_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 
