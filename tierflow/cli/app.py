@@ -491,7 +491,13 @@ def serve(
         keys = load_api_keys()
         # Without keys anyone who can reach the port can run the graphs (and their tools).
         check_bind(host, keys)
-        return create_app(Runner(load_settings(config)), api_keys=keys)
+        settings = load_settings(config)
+        if settings.state.database_url:
+            from tierflow import database
+
+            # Here, as one line, rather than as uvicorn's traceback of a failed startup.
+            database.check(settings.state.database_url, settings.state.connect_timeout_s)
+        return create_app(Runner(settings), api_keys=keys)
 
     server_app = _guard(build)
     import uvicorn
