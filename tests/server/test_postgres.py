@@ -1,0 +1,121 @@
+"""State in PostgreSQL (``TIERFLOW_DATABASE_URL``): two servers on one database share
+threads and runs, servers starting together migrate once, and a bad or unreachable
+database is one line at startup. (Every ``served`` test also runs on PostgreSQL.)"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from tierflow import database
+from tierflow.cli.app import app as cli
+from tierflow.runner import Runner
+from tierflow.server.postgres import MIGRATIONS, PostgresStore
+from tierflow.settings import load_settings
+from tierflow.testing import Reply, ScriptedServer
+
+from .conftest import QUESTION, RELEASE, client, free_port, hold_run, new_thread, serving
+
+
+async def test_two_servers_on_one_database_share_threads_and_runs(
+    tmp_path: Path, postgres: Any
+) -> None:
+    url = postgres.new_database("shared")
+    with (
+        ScriptedServer() as backend,
+        serving(tmp_path / "a", database_url=url, backend=backend) as a,
+    ):
+        ca = client(a)
+        thread_id = await new_thread(ca, team="red")
+        held = await hold_run(ca, a, await new_thread(ca))
+        # b starts while a executes a run: b must leave that run alone (a is alive)
+        with serving(tmp_path / "b", database_url=url, backend=backend) as b:
+            cb = client(b)
+            assert (await cb.threads.get(thread_id))["metadata"] == {"team": "red"}
+            assert (await cb.runs.get(held["thread_id"], held["run_id"]))["status"] == "running"
+            backend.enqueue(Reply.text("answered by b"))
+            values = await cb.runs.wait(thread_id, "clerk", input=QUESTION)
+            assert values["messages"][-1]["content"] == "answered by b"  # type: ignore[index]
+            await cb.threads.update(thread_id, metadata={"seen_by": "b"})
+            # a sees b's run, its record, the checkpointed state and the metadata patch
+            (run,) = await ca.runs.list(thread_id)
+            assert run["status"] == "success"
+            assert run["kwargs"]["record"]["answer"] == "answered by b"
+            thread = await ca.threads.get(thread_id)
+            assert thread["metadata"] == {"team": "red", "seen_by": "b", "graph_id": "clerk",
+                                          "assistant_id": "clerk"}  # fmt: skip
+            assert thread["values"]["messages"][-1]["content"] == "answered by b"
+            found = await cb.threads.search(metadata={"team": "red"})
+            assert [t["thread_id"] for t in found] == [thread_id]
+            backend.enqueue(Reply.text("released"))
+            RELEASE.set()
+            await ca.runs.join(held["thread_id"], held["run_id"])
+            assert (await cb.runs.get(held["thread_id"], held["run_id"]))["status"] == "success"
+            # deleted through b: gone for a, checkpoints included
+            await cb.threads.delete(thread_id)
+            assert await ca.threads.search(metadata={"team": "red"}) == []
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s",
+                            (thread_id,)).fetchone() == (0,)  # fmt: skip
+        versions = conn.execute("SELECT component, version FROM schema_version").fetchall()
+    assert versions == [("server", len(MIGRATIONS))]
+
+
+async def test_servers_starting_together_on_a_fresh_database_migrate_once(
+    tmp_path: Path, postgres: Any
+) -> None:
+    url = postgres.new_database("fresh")
+    settings = load_settings(False, state_dir=tmp_path, state={"database_url": url})
+    stores = await asyncio.gather(*(PostgresStore.connect(settings.state) for _ in range(3)))
+    runners = [Runner(settings) for _ in range(3)]
+    try:
+        # three checkpoint savers set up at once as well (their DDL is not idempotent
+        # under concurrency by itself)
+        await asyncio.gather(*(r.__aenter__() for r in runners))
+        async with database.open_pool(url, size=1) as pool:
+            assert await database.migrate(pool, "server", MIGRATIONS) == 0  # idempotent
+    finally:
+        await asyncio.gather(*(r.aclose() for r in runners))
+        await asyncio.gather(*(s.close() for s in stores))
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
+        assert conn.execute("SELECT count(*) FROM checkpoint_migrations").fetchone()[0] > 0  # type: ignore[index]
+
+
+def _one_line(result: Any) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return str(lines[0])
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["ask", "hello"]])
+def test_an_unreachable_database_is_one_line_at_startup(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"postgresql://someone:s3cret@127.0.0.1:{free_port()}/nothing"
+    monkeypatch.setenv("TIERFLOW_DATABASE_URL", url)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1
+    line = _one_line(result)
+    assert "127.0.0.1" in line and "refused" in line.lower()
+    assert "s3cret" not in result.output and "someone:***@" in line
+
+
+def test_a_missing_database_or_a_bad_url_is_one_line(
+    postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERFLOW_DATABASE_URL", postgres.url("no_such_db"))
+    result = CliRunner().invoke(cli, ["serve", "--port", "0"])
+    assert result.exit_code == 1
+    assert 'database "no_such_db" does not exist' in _one_line(result)
+    monkeypatch.setenv("TIERFLOW_DATABASE_URL", "mysql://root:pw@localhost/db")
+    result = CliRunner().invoke(cli, ["serve", "--port", "0"])
+    assert result.exit_code == 2
+    line = _one_line(result)
+    assert "state.database_url" in line and "postgresql://" in line and "pw" not in line
