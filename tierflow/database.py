@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import re
 import zlib
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from tierflow.errors import DatabaseUnavailable, UserError
@@ -32,6 +32,12 @@ _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 _SCHEMA_VERSION = (
     "CREATE TABLE IF NOT EXISTS schema_version "
     "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+)
+
+
+_SET_VERSION = (
+    "INSERT INTO schema_version VALUES (%s, %s) "
+    "ON CONFLICT (component) DO UPDATE SET version = excluded.version"
 )
 
 
@@ -152,21 +158,33 @@ async def migrate(pool: AsyncConnectionPool[Any], component: str, migrations: Se
         for script in migrations[done:]:
             await conn.execute(script)
         if len(migrations) > done:
-            await conn.execute(
-                "INSERT INTO schema_version VALUES (%s, %s) ON CONFLICT (component) "
-                "DO UPDATE SET version = excluded.version",
-                (component, len(migrations)),
-            )
+            await conn.execute(_SET_VERSION, (component, len(migrations)))
         return max(0, len(migrations) - done)
 
 
-@contextmanager
-def sync_connection(url: str, timeout_s: float = 5.0) -> Iterator[psycopg.Connection[Any]]:
-    """One autocommit connection (the breaker store's writes are single statements)."""
-    psycopg = drivers()
+def connect_sync(url: str, timeout_s: float = 5.0) -> psycopg.Connection[Any]:
+    """One autocommit connection (for the breaker store, whose callers are synchronous)."""
+    pg = drivers()
     try:
-        conn = psycopg.connect(url, connect_timeout=max(1, round(timeout_s)), autocommit=True)
-    except psycopg.Error as exc:
+        conn: psycopg.Connection[Any] = pg.connect(
+            url, connect_timeout=max(1, round(timeout_s)), autocommit=True
+        )
+    except pg.Error as exc:
         raise DatabaseUnavailable(describe(url, exc)) from None
-    with conn:
-        yield conn
+    return conn
+
+
+def migrate_sync(conn: psycopg.Connection[Any], component: str, migrations: Sequence[str]) -> int:
+    """:func:`migrate` on a synchronous connection."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("migrations"),))
+        conn.execute(_SCHEMA_VERSION)
+        row = conn.execute(
+            "SELECT version FROM schema_version WHERE component = %s", (component,)
+        ).fetchone()
+        done = 0 if row is None else int(row[0])
+        for script in migrations[done:]:
+            conn.execute(script)
+        if len(migrations) > done:
+            conn.execute(_SET_VERSION, (component, len(migrations)))
+        return max(0, len(migrations) - done)

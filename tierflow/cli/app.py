@@ -319,13 +319,13 @@ def doctor(
     from rich.markup import escape
 
     from tierflow.models.tiers import TierSet
-    from tierflow.resilience import BreakerSnapshot, BreakerStore
+    from tierflow.resilience import BreakerSnapshot, breaker_store
     from tierflow.settings import load_settings
 
     def run() -> Any:
         settings = load_settings(config)
         tiers = TierSet.from_settings(settings)
-        breakers = BreakerStore.in_dir(settings.state_dir).load_all()
+        breakers = breaker_store(settings).load_all()
 
         async def probe_all() -> Any:
             backends = tiers.backends()
