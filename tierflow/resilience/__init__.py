@@ -149,10 +149,10 @@ def breaker_store(settings: TierflowSettings) -> StateStore:
     """Where breaker states persist: PostgreSQL with ``[state] database_url`` (one shared
     store per process), else ``<state_dir>/breakers.sqlite``."""
     state = settings.state
-    if state.database_url:
+    if state.url:
         from tierflow.resilience.postgres import shared_store
 
-        return shared_store(state.database_url, state.connect_timeout_s)
+        return shared_store(state.url, state.connect_timeout_s)
     return BreakerStore.in_dir(settings.state_dir)
 
 

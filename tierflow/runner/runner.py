@@ -200,7 +200,7 @@ class Runner:
         if self._checkpointer is not None:
             yield self._checkpointer
             return
-        if self.settings.state.database_url:
+        if self.settings.state.url:
             async with _postgres_saver(self.settings) as saver:
                 yield saver
             return
@@ -442,10 +442,10 @@ async def _postgres_saver(settings: TierflowSettings) -> AsyncIterator[BaseCheck
     from psycopg.rows import dict_row
 
     state = settings.state
-    assert state.database_url is not None
+    assert state.url is not None
     # The saver's own requirements: autocommit, no prepared statements (poolers), dict rows.
     async with database.open_pool(
-        state.database_url,
+        state.url,
         size=state.pool_size,
         timeout_s=state.connect_timeout_s,
         autocommit=True,

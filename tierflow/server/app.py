@@ -105,7 +105,7 @@ async def open_store(settings: TierflowSettings) -> AsyncIterator[Store]:
     """The server's store: PostgreSQL (migrated) with ``[state] database_url``, else
     ``<state_dir>/server.sqlite``."""
     store: Store
-    if settings.state.database_url:
+    if settings.state.url:
         database.drivers()  # a one-line error naming the extra, before psycopg's import
         from tierflow.server.postgres import PostgresStore
 

@@ -103,8 +103,8 @@ class PostgresStore:
     @classmethod
     async def connect(cls, state: StateSettings) -> PostgresStore:
         """Open the pool, apply the migrations, take this server's liveness lock."""
-        assert state.database_url is not None
-        url = state.database_url
+        url = state.url
+        assert url is not None
         async with AsyncExitStack() as stack:
             pool = await stack.enter_async_context(
                 database.open_pool(
