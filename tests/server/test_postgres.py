@@ -1,10 +1,12 @@
 """State in PostgreSQL (``TIERFLOW_DATABASE_URL``): two servers on one database share
-threads and runs, servers starting together migrate once, and a bad or unreachable
-database is one line at startup. (Every ``served`` test also runs on PostgreSQL.)"""
+threads and runs, servers starting together migrate once, a server's start abandons only
+the runs of servers that stopped, and a bad or unreachable database is one line at
+startup. (Every ``served`` test also runs on PostgreSQL.)"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from tierflow.cli.app import app as cli
 from tierflow.resilience.postgres import MIGRATIONS as BREAKER_MIGRATIONS
 from tierflow.runner import Runner
 from tierflow.server.postgres import MIGRATIONS, PostgresStore
+from tierflow.server.store import RunRow
 from tierflow.settings import load_settings
 from tierflow.testing import Reply, ScriptedServer
 
@@ -121,3 +124,27 @@ def test_a_missing_database_or_a_bad_url_is_one_line(
     assert result.exit_code == 2
     line = _one_line(result)
     assert "state.database_url" in line and "postgresql://" in line and "pw" not in line
+
+
+async def test_only_runs_of_stopped_servers_are_abandoned(tmp_path: Path, postgres: Any) -> None:
+    """A server's runs stay ``running`` while its liveness lock is held; once its
+    connections are gone (stopped, or killed: the database sees the same), the next
+    server to start marks them ``error``."""
+    url = postgres.new_database("liveness")
+    state = load_settings(False, state_dir=tmp_path, state={"database_url": url}).state
+    first = await PostgresStore.connect(state)
+    thread = await first.create_thread(None, {}, None)
+    assert thread is not None
+    now = time.time()
+    run = RunRow("r1", thread.thread_id, "clerk", now, now, "running", "reject")
+    await first.create_run(run)
+    second = await PostgresStore.connect(state)
+    try:
+        assert await second.abandon_unfinished() == 0  # the first server is alive
+        await first.close()
+        assert await second.abandon_unfinished() == 1
+        gone = await second.get_run(thread.thread_id, "r1")
+        assert gone is not None and gone.status == "error"
+        assert gone.error == "the server stopped before the run finished"
+    finally:
+        await second.close()
