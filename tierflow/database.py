@@ -33,8 +33,6 @@ _SCHEMA_VERSION = (
     "CREATE TABLE IF NOT EXISTS schema_version "
     "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 )
-
-
 _SET_VERSION = (
     "INSERT INTO schema_version VALUES (%s, %s) "
     "ON CONFLICT (component) DO UPDATE SET version = excluded.version"

@@ -19,7 +19,7 @@ from tierflow.cli.app import app as cli
 from tierflow.resilience.postgres import MIGRATIONS as BREAKER_MIGRATIONS
 from tierflow.runner import Runner
 from tierflow.server.postgres import MIGRATIONS, PostgresStore
-from tierflow.server.store import RunRow
+from tierflow.server.store import RunRow, SqliteStore
 from tierflow.settings import load_settings
 from tierflow.testing import Reply, ScriptedServer
 
@@ -148,3 +148,37 @@ async def test_only_runs_of_stopped_servers_are_abandoned(tmp_path: Path, postgr
         assert gone.error == "the server stopped before the run finished"
     finally:
         await second.close()
+
+
+async def test_metadata_patches_merge_the_same_on_both_stores(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """JSON merge patch (RFC 7396): SQLite's json_patch and tierflow_merge_patch agree."""
+    state = load_settings(
+        False, state_dir=tmp_path, state={"database_url": postgres.new_database("patch")}
+    ).state
+    sqlite = SqliteStore(tmp_path / "server.sqlite")
+    await sqlite.open()
+    pg = await PostgresStore.connect(state)
+    patches: list[dict[str, Any]] = [
+        {"nested": {"a": 1, "b": {"c": 2}}, "list": [1, 2]},
+        {"nested": {"b": {"c": None, "d": 3}}, "list": [3], "team": None},
+        {"nested": None, "flag": True},
+        {"nested": {"again": "x"}},
+    ]
+    try:
+        seen = []
+        for store in (sqlite, pg):
+            await store.create_thread("t", {"team": "red"}, None)
+            for patch in patches:
+                await store.update_thread("t", patch)
+                row = await store.get_thread("t")
+                assert row is not None
+                seen.append(row.metadata)
+    finally:
+        await sqlite.close()
+        await pg.close()
+    on_sqlite, on_pg = seen[: len(patches)], seen[len(patches) :]
+    assert on_pg == on_sqlite
+    assert on_pg[1] == {"nested": {"a": 1, "b": {"d": 3}}, "list": [3]}
+    assert on_pg[-1] == {"list": [3], "flag": True, "nested": {"again": "x"}}
