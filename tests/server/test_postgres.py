@@ -14,14 +14,14 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from tierflow import database
+from tierflow import Agent, database
 from tierflow.cli.app import app as cli
 from tierflow.resilience.postgres import MIGRATIONS as BREAKER_MIGRATIONS
 from tierflow.runner import Runner
 from tierflow.server.postgres import MIGRATIONS, PostgresStore
 from tierflow.server.store import RunRow, SqliteStore
 from tierflow.settings import load_settings
-from tierflow.testing import Reply, ScriptedServer
+from tierflow.testing import Reply, ScriptedChatModel, ScriptedServer, scripted_tier
 
 from .conftest import QUESTION, RELEASE, client, free_port, hold_run, new_thread, serving
 
@@ -182,3 +182,25 @@ async def test_metadata_patches_merge_the_same_on_both_stores(
     assert on_pg == on_sqlite
     assert on_pg[1] == {"nested": {"a": 1, "b": {"d": 3}}, "list": [3]}
     assert on_pg[-1] == {"list": [3], "flag": True, "nested": {"again": "x"}}
+
+
+async def test_a_runner_without_async_with_keeps_threads_in_postgres(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """``Runner.ask`` outside ``async with`` opens and closes a pool per call; the
+    conversation continues from PostgreSQL, and no SQLite checkpoint file appears."""
+    url = postgres.new_database("runner")
+    settings = load_settings(
+        False, state_dir=tmp_path, state={"database_url": url}, telemetry={"enabled": False}
+    )
+    model = ScriptedChatModel().enqueue("first answer", "second answer")
+    runner = Runner(settings, tiers={"t": scripted_tier("t", model)})
+    agent = Agent(name="helper", instructions="Be brief.", tier="t")
+    assert (await runner.ask("one", agent=agent, thread_id="th")).answer == "first answer"
+    assert (await runner.ask("two", agent=agent, thread_id="th")).answer == "second answer"
+    seen = [str(m.content) for m in model.calls[1].messages]
+    assert seen[-3:] == ["one", "first answer", "two"]  # the second call saw the first turn
+    assert not (tmp_path / "checkpoints.sqlite").exists()
+    with psycopg.connect(url) as conn:
+        count = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = 'th'")
+        assert count.fetchone()[0] > 0  # type: ignore[index]
