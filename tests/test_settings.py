@@ -163,3 +163,18 @@ def test_tool_calling_and_telemetry_switch_from_the_file(tmp_path: Path) -> None
     assert s.backends.local.tool_calling == "constrained"
     assert s.backends.openai.tool_calling == "auto"
     assert s.telemetry.enabled is False
+
+
+def test_database_url_comes_from_the_environment_and_stays_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(False).state.url is None  # SQLite in the state dir
+    monkeypatch.setenv("TIERFLOW_DATABASE_URL", "postgresql://app:s3cret@db:5432/tierflow")
+    state = load_settings(False).state
+    assert state.url == "postgresql://app:s3cret@db:5432/tierflow"
+    assert "s3cret" not in repr(state) and "s3cret" not in str(load_settings(False))
+    monkeypatch.setenv("TIERFLOW_DATABASE_URL", "mysql://app:s3cret@db/tierflow")
+    with pytest.raises(ConfigError) as bad:
+        load_settings(False)
+    assert str(bad.value).startswith("configuration: state.database_url: expected a postgresql://")
+    assert "s3cret" not in str(bad.value) and "\n" not in str(bad.value)

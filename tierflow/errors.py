@@ -53,6 +53,10 @@ class LeaseLost(RunError):
     """A run's lease expired and another run took the thread; this run was stopped."""
 
 
+class DatabaseUnavailable(RunError):
+    """The PostgreSQL database of ``[state] database_url`` cannot be reached or used."""
+
+
 class BackendUnavailable(RunError):
     """A backend cannot be used at all right now (no API key, model file missing...)."""
 

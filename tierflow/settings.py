@@ -315,6 +315,45 @@ class ServerSettings(_Section):
     drain_s: float = Field(default=30.0, ge=0)
 
 
+class StateSettings(_Section):
+    """``[state]``: where checkpoints, threads, runs, leases and breaker states live.
+
+    ``database_url`` (env ``TIERFLOW_DATABASE_URL``): ``postgresql://user:pw@host:port/db``
+    moves them all to PostgreSQL, so several processes (two ``tierflow serve``) share them;
+    ``None`` keeps SQLite files in ``state_dir``.
+    """
+
+    database_url: SecretStr | None = None  # a secret: it may hold the password
+    pool_size: int = Field(default=10, ge=1)  # connections per pool (checkpoints, server)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: Thread leases (``tierflow.runner.lease``): a run renews its thread's lease every
+    #: third of this; a crashed holder's lease frees the thread this long after its last
+    #: renewal.
+    lease_ttl_s: float = Field(default=30.0, gt=0)
+    #: How long a run that waits for a busy thread (``ask --wait``) waits at most.
+    lease_wait_s: float = Field(default=300.0, ge=0)
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _postgres_url(cls, secret: SecretStr | None) -> SecretStr | None:
+        value = secret.get_secret_value().strip() if secret is not None else ""
+        if not value:
+            return None
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("postgresql", "postgres"):
+            # Never echo the URL: it may hold a password.
+            raise ValueError(
+                f"expected a postgresql://user:password@host:port/dbname URL (got scheme "
+                f"'{scheme or 'none'}')"
+            )
+        return SecretStr(value)
+
+    @property
+    def url(self) -> str | None:
+        """``database_url`` in clear, for the driver; None: SQLite."""
+        return self.database_url.get_secret_value() if self.database_url else None
+
+
 class GuardrailStageSettings(_Section):
     """Which built-in guardrails run at each stage, by name (see ``tierflow.guardrails``)."""
 
@@ -396,6 +435,7 @@ class _StandardEnvSource(PydanticBaseSettingsSource):
         "TIERFLOW_LOCAL_URL": ("backends", "local", "base_url"),
         "TIERFLOW_SQL_URL": ("tools", "sql", "url"),
         "TIERFLOW_DOCS_DIR": ("tools", "retrieval", "docs_dir"),
+        "TIERFLOW_DATABASE_URL": ("state", "database_url"),
     }
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
@@ -433,16 +473,6 @@ class BudgetSettings(_Section):
     def _unlimited(cls, value: Any) -> Any:
         # TOML has no null: "unlimited" (file or env) lifts a default limit.
         return None if isinstance(value, str) and value.strip() == "unlimited" else value
-
-
-class StateSettings(_Section):
-    """``[state]``: how runs share the state dir's threads (see ``tierflow.runner.lease``)."""
-
-    #: A run renews its thread's lease every third of this; a crashed holder's lease
-    #: frees the thread this long after its last renewal.
-    lease_ttl_s: float = Field(default=30.0, gt=0)
-    #: How long a run that waits for a busy thread (``ask --wait``) waits at most.
-    lease_wait_s: float = Field(default=300.0, ge=0)
 
 
 class TierflowSettings(BaseSettings):

@@ -87,10 +87,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(state: Path, api_keys: frozenset[str] | None = None, **server: Any) -> Iterator[Served]:
-    """The app on uvicorn in a thread, over a fresh ScriptedServer; ``server`` overrides
-    the ``[server]`` settings; ``api_keys`` turn authentication on."""
-    with ScriptedServer() as backend:
+def serving(
+    state: Path,
+    api_keys: frozenset[str] | None = None,
+    database_url: str | None = None,
+    backend: ScriptedServer | None = None,
+    **server: Any,
+) -> Iterator[Served]:
+    """The app on uvicorn in a thread, over ``backend`` (default: a fresh ScriptedServer);
+    ``server`` overrides the ``[server]`` settings; ``api_keys`` turn authentication on;
+    ``database_url`` keeps the state in PostgreSQL."""
+    with contextlib.ExitStack() as stack:
+        if backend is None:
+            backend = stack.enter_context(ScriptedServer())
         settings = load_settings(
             False,
             state_dir=state,
@@ -99,6 +108,7 @@ def serving(state: Path, api_keys: frozenset[str] | None = None, **server: Any) 
             telemetry={"enabled": False},
             guardrails={"graphs": {"clerk": {"input": ["size", "pii"]}}},
             server={"max_body_bytes": 65_536, "max_queue": 8, **server},
+            state={"database_url": database_url},
         )
         runner = Runner(settings, graphs={"clerk": _one_agent(CLERK), "waiter": _one_agent(WAITER)})
         port = free_port()
@@ -125,9 +135,18 @@ def serving(state: Path, api_keys: frozenset[str] | None = None, **server: Any) 
             thread.join(10)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serving(tmp_path_factory.mktemp("server-state")) as srv:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """The server of a test module, once with its state in SQLite files and once in a
+    fresh PostgreSQL database (the session's ``postgres`` cluster)."""
+    url = (
+        request.getfixturevalue("postgres").new_database("server")
+        if request.param == "postgres"
+        else None
+    )
+    with serving(tmp_path_factory.mktemp("server-state"), database_url=url) as srv:
         yield srv
 
 

@@ -155,15 +155,19 @@ async def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None
         await c.runs.join(first["thread_id"], first["run_id"])
 
 
-async def test_threads_runs_and_checkpoints_outlive_the_server(tmp_path: Path) -> None:
-    with serving(tmp_path / "state") as first:
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+async def test_threads_runs_and_checkpoints_outlive_the_server(
+    tmp_path: Path, db: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres").new_database("restart") if db == "postgres" else None
+    with serving(tmp_path / "state", database_url=url) as first:
         c = client(first)
         thread_id = await new_thread(c, team="red")
         first.backend.enqueue(Reply.text("remembered"))
         await c.runs.wait(thread_id, "clerk", input=QUESTION)
         running = await hold_run(c, first, await new_thread(c))
     # stopping the server cancelled the held run: interrupted, never left "running"
-    with serving(tmp_path / "state") as second:
+    with serving(tmp_path / "state", database_url=url) as second:
         c = client(second)
         thread = await c.threads.get(thread_id)
         assert thread["metadata"]["team"] == "red"

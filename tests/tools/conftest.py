@@ -1,24 +1,14 @@
-"""Fixtures for the tool tests: the demo shop as SQLite, DuckDB and a real PostgreSQL server.
-
-PostgreSQL is the Debian ``postgresql`` package's server (``initdb``/``pg_ctl`` under
-``/usr/lib/postgresql/*/bin``), started once per session on 127.0.0.1 with a free port and
-stopped at the end. PostgreSQL refuses to run as root, so as root the server runs as the
-``postgres`` user (``runuser``). Missing binaries fail the tests that need them, loudly.
-"""
+"""Fixtures for the tool tests: the demo shop as SQLite, DuckDB and a real PostgreSQL server
+(a ``shop`` database in the session's ``postgres`` cluster, tests/conftest.py)."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +26,6 @@ _TYPED_DDL = (
     "CREATE TABLE order_items (order_id INTEGER, product_id INTEGER, quantity INTEGER, "
     "unit_price_eur DECIMAL(10, 2), PRIMARY KEY (order_id, product_id))",
 )
-_APT_HINT = "install the server: apt-get update && apt-get install -y postgresql"
 
 
 def sha256(path: Path) -> str:
@@ -107,69 +96,24 @@ class PgServer:
         return parts
 
 
-def _pg_bindir() -> Path | None:
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    if found:
-        return found[-1].parent
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).resolve().parent if pg_ctl else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _run(cmd: list[str], log: Path | None = None) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-        pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr}\n{tail}")
-
-
 @pytest.fixture(scope="session")
-def pg_server(shop_db: Path) -> Iterator[PgServer]:
+def pg_server(shop_db: Path, postgres: Any) -> PgServer:
     """A real PostgreSQL on 127.0.0.1 holding the shop, for this test session only."""
     import psycopg
 
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.fail(f"PostgreSQL server binaries (initdb, pg_ctl) not found; {_APT_HINT}")
-    as_user: list[str] = []
-    # Not tmp_path: as root the server runs as `postgres`, which must own its folder.
-    root = Path(tempfile.mkdtemp(prefix="tierflow-pg-"))
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            pytest.fail("running as root needs runuser (util-linux) to start PostgreSQL")
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, user="postgres")
-    data, log, port = root / "data", root / "server.log", _free_port()
-    _run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "tierflow",
-          "--auth=trust", "-E", "UTF8", "--no-sync"])  # fmt: skip
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log)]
-    _run([*pg_ctl, "-o", options, "-w", "-t", "60", "start"], log)
-    try:
-        admin = f"postgresql://tierflow@127.0.0.1:{port}"
-        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE shop")
-        with psycopg.connect(f"{admin}/shop", autocommit=True) as conn:
-            for ddl in _TYPED_DDL:
-                conn.execute(ddl)
-            for table, rows in _shop_rows(shop_db).items():
-                with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            conn.execute("CREATE SEQUENCE order_numbers")
-            conn.execute("CREATE ROLE analyst LOGIN")
-            conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO analyst")
-        yield PgServer(
-            port=port, admin_url=f"{admin}/shop", url=f"postgresql://analyst@127.0.0.1:{port}/shop"
-        )
-    finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+    port, admin = postgres.port, postgres.admin
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        conn.execute("CREATE DATABASE shop")
+    with psycopg.connect(f"{admin}/shop", autocommit=True) as conn:
+        for ddl in _TYPED_DDL:
+            conn.execute(ddl)
+        for table, rows in _shop_rows(shop_db).items():
+            with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        conn.execute("CREATE SEQUENCE order_numbers")
+        conn.execute("CREATE ROLE analyst LOGIN")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO analyst")
+    return PgServer(
+        port=port, admin_url=f"{admin}/shop", url=f"postgresql://analyst@127.0.0.1:{port}/shop"
+    )

@@ -335,13 +335,13 @@ def doctor(
     from rich.markup import escape
 
     from tierflow.models.tiers import TierSet
-    from tierflow.resilience import BreakerSnapshot, BreakerStore
+    from tierflow.resilience import BreakerSnapshot, breaker_store
     from tierflow.settings import load_settings
 
     def run() -> Any:
         settings = load_settings(config)
         tiers = TierSet.from_settings(settings)
-        breakers = BreakerStore.in_dir(settings.state_dir).load_all()
+        breakers = breaker_store(settings).load_all()
 
         async def probe_all() -> Any:
             backends = tiers.backends()
@@ -517,7 +517,13 @@ def serve(
         # Without keys anyone who can reach the port can run the graphs (and their tools).
         check_bind(host, keys)
         overrides = {"server": {"worker": worker_engine}} if worker_engine else {}
-        return create_app(Runner(load_settings(config, **overrides)), api_keys=keys)
+        settings = load_settings(config, **overrides)
+        if settings.state.url:
+            from tierflow import database
+
+            # Here, as one line, rather than as uvicorn's traceback of a failed startup.
+            database.check(settings.state.url, settings.state.connect_timeout_s)
+        return create_app(Runner(settings), api_keys=keys)
 
     server_app = _guard(build)
     import uvicorn

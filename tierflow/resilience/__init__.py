@@ -59,6 +59,7 @@ from tierflow.resilience.breaker import (
     BreakerStore,
     CircuitBreaker,
     Permit,
+    StateStore,
 )
 from tierflow.resilience.classify import (
     Failure,
@@ -90,9 +91,11 @@ __all__ = [
     "ResidencyExhausted",
     "RetryPolicy",
     "RetryResult",
+    "StateStore",
     "StreamCut",
     "StreamWatch",
     "breaker_for",
+    "breaker_store",
     "call_with_retry",
     "check_response",
     "classify",
@@ -142,10 +145,21 @@ def tier_retry_policy(settings: TierflowSettings, tier: TierSettings) -> RetryPo
     return RetryPolicy(**merged.model_dump())
 
 
+def breaker_store(settings: TierflowSettings) -> StateStore:
+    """Where breaker states persist: PostgreSQL with ``[state] database_url`` (one shared
+    store per process), else ``<state_dir>/breakers.sqlite``."""
+    state = settings.state
+    if state.url:
+        from tierflow.resilience.postgres import shared_store
+
+        return shared_store(state.url, state.connect_timeout_s)
+    return BreakerStore.in_dir(settings.state_dir)
+
+
 def breaker_for(
-    settings: TierflowSettings, backend_id: str, store: BreakerStore | None = None
+    settings: TierflowSettings, backend_id: str, store: StateStore | None = None
 ) -> CircuitBreaker:
-    """The breaker of one configured backend, persisted in ``settings.state_dir``."""
+    """The breaker of one configured backend, persisted where :func:`breaker_store` says."""
     base = settings.resilience.breaker
     own = settings.resilience.backends.get(backend_id)
     if own is not None and own.breaker is not None:
@@ -153,5 +167,5 @@ def breaker_for(
     return CircuitBreaker(
         backend_id,
         BreakerPolicy(**base.model_dump()),
-        store=store or BreakerStore.in_dir(settings.state_dir),
+        store=store or breaker_store(settings),
     )

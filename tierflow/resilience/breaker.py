@@ -9,6 +9,11 @@ each change is a one-row upsert in a transaction, so two processes updating diff
 the same) backends never lose each other's rows or leave a torn file, with no lock files
 of our own. A store that cannot be written (read-only disk...) is logged once and the
 breaker keeps working in memory.
+
+With ``[state] database_url`` the rows live in PostgreSQL instead
+(:class:`~tierflow.resilience.postgres.PostgresBreakerStore`), shared by every process on
+the database, and a breaker re-reads its row at most once a second, so a breaker one
+server opened is honoured by the others.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tierflow.resilience.classify import Failure, FailureKind
 from tierflow.telemetry import record_breaker
@@ -116,8 +121,51 @@ _UPSERT = (
 )
 
 
+def snapshot_row(snap: BreakerSnapshot) -> tuple[Any, ...]:
+    """A snapshot as a row of ``_COLUMNS``."""
+    return (
+        snap.backend,
+        snap.state.value,
+        snap.failures,
+        snap.opened_at,
+        snap.retry_at,
+        snap.last_error,
+        snap.last_error_at,
+        snap.updated_at,
+    )
+
+
+def row_snapshot(r: Sequence[Any]) -> BreakerSnapshot:
+    """A row of ``_COLUMNS`` as a snapshot (half-open is never stored: closed)."""
+    return BreakerSnapshot(
+        backend=r[0],
+        state=BreakerState(r[1]) if r[1] == "open" else BreakerState.CLOSED,
+        failures=int(r[2] or 0),
+        opened_at=r[3],
+        retry_at=r[4],
+        last_error=r[5],
+        last_error_at=r[6],
+        updated_at=r[7] or 0.0,
+    )
+
+
+class StateStore(Protocol):
+    """Where breaker states persist: SQLite in the state dir (:class:`BreakerStore`) or
+    PostgreSQL (:class:`~tierflow.resilience.postgres.PostgresBreakerStore`)."""
+
+    #: How often a breaker re-reads its row (seconds): another process may have opened
+    #: or closed it. ``None``: read once, on first use.
+    refresh_s: float | None
+
+    def save(self, snap: BreakerSnapshot) -> None: ...
+    def load(self, backend: str) -> BreakerSnapshot | None: ...
+    def load_all(self) -> dict[str, BreakerSnapshot]: ...
+
+
 class BreakerStore:
     """Breaker rows in ``<state_dir>/breakers.sqlite``, safe for concurrent processes."""
+
+    refresh_s: float | None = None  # the processes sharing a file are short-lived CLI runs
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -142,16 +190,7 @@ class BreakerStore:
             yield conn
 
     def save(self, snap: BreakerSnapshot) -> None:
-        row = (
-            snap.backend,
-            snap.state.value,
-            snap.failures,
-            snap.opened_at,
-            snap.retry_at,
-            snap.last_error,
-            snap.last_error_at,
-            snap.updated_at,
-        )
+        row = snapshot_row(snap)
         try:
             with self._connect(write=True) as conn:
                 # WAL + NORMAL cannot corrupt the file on a crash. A change costs ~2.5 ms
@@ -174,19 +213,7 @@ class BreakerStore:
         try:
             with self._connect(write=False) as conn:
                 rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM breakers {where}", args)
-                out: dict[str, BreakerSnapshot] = {}
-                for r in rows.fetchall():
-                    out[r[0]] = BreakerSnapshot(
-                        backend=r[0],
-                        state=BreakerState(r[1]) if r[1] == "open" else BreakerState.CLOSED,
-                        failures=int(r[2] or 0),
-                        opened_at=r[3],
-                        retry_at=r[4],
-                        last_error=r[5],
-                        last_error_at=r[6],
-                        updated_at=r[7] or 0.0,
-                    )
-                return out
+                return {r[0]: row_snapshot(r) for r in rows.fetchall()}
         except (sqlite3.Error, OSError, ValueError) as exc:
             self._warn(exc)
             return {}
@@ -220,7 +247,7 @@ class CircuitBreaker:
         backend: str,
         policy: BreakerPolicy | None = None,
         *,
-        store: BreakerStore | None = None,
+        store: StateStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
@@ -230,17 +257,23 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._snap = BreakerSnapshot(backend=backend)
         self._loaded = store is None
+        self._loaded_at = 0.0  # time.monotonic() of the last read
         self._probing = False
 
     # -- reading ---------------------------------------------------------------------
 
     def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            assert self._store is not None
-            stored = self._store.load(self.backend)
-            if stored is not None:
-                self._snap = stored
+        if self._store is None:
+            return
+        refresh = self._store.refresh_s
+        now = time.monotonic()
+        if self._loaded and (refresh is None or now - self._loaded_at < refresh):
+            return
+        self._loaded, self._loaded_at = True, now
+        stored = self._store.load(self.backend)
+        # A shared row another process wrote since ours: theirs is the news.
+        if stored is not None and stored.updated_at >= self._snap.updated_at:
+            self._snap = stored
 
     def snapshot(self) -> BreakerSnapshot:
         with self._lock:

@@ -27,6 +27,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.types import Command
 from opentelemetry.trace import Status, StatusCode
 
+from tierflow import database
 from tierflow.agents.agent import Agent
 from tierflow.agents.node import add_agent
 from tierflow.agents.policy import TICKET_KEY, RunPolicy, RunTicket, run_guards
@@ -72,9 +73,10 @@ class Runner:
     built once, when the runner opens (or on its first run), not per call.
 
     ``checkpointer`` takes any LangGraph checkpointer (memory, SQLite, Postgres); the
-    default is SQLite at ``<state_dir>/checkpoints.sqlite``. ``leases`` keeps one run at
-    a time on a thread, across processes (:mod:`tierflow.runner.lease`); the default is
-    SQLite at ``<state_dir>/leases.sqlite``.
+    default is PostgreSQL when ``[state] database_url`` is set (``TIERFLOW_DATABASE_URL``),
+    else SQLite at ``<state_dir>/checkpoints.sqlite``. ``leases`` keeps one run at a time
+    on a thread, across processes (:mod:`tierflow.runner.lease`); the default is SQLite at
+    ``<state_dir>/leases.sqlite``.
     """
 
     def __init__(
@@ -202,6 +204,10 @@ class Runner:
     async def _open_saver(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:
         if self._checkpointer is not None:
             yield self._checkpointer
+            return
+        if self.settings.state.url:
+            async with _postgres_saver(self.settings) as saver:
+                yield saver
             return
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         # Opened by hand rather than with AsyncSqliteSaver.from_conn_string: a runner left
@@ -461,6 +467,31 @@ class Runner:
             if record.degraded:
                 span.set_status(Status(StatusCode.ERROR, record.stopped_reason or "degraded"))
             return record
+
+
+@asynccontextmanager
+async def _postgres_saver(settings: TierflowSettings) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """``langgraph-checkpoint-postgres`` on a connection pool of ``[state] database_url``;
+    its tables are set up once per database (under an advisory lock: two servers starting
+    together on a fresh database would otherwise both create them)."""
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+
+    state = settings.state
+    assert state.url is not None
+    # The saver's own requirements: autocommit, no prepared statements (poolers), dict rows.
+    async with database.open_pool(
+        state.url,
+        size=state.pool_size,
+        timeout_s=state.connect_timeout_s,
+        autocommit=True,
+        prepare_threshold=0,
+        row_factory=dict_row,
+    ) as pool:
+        saver = AsyncPostgresSaver(pool)
+        async with database.session_lock(pool, "checkpoints"):
+            await saver.setup()
+        yield saver
 
 
 def resume_map(interrupts: Sequence[Any], decisions: Mapping[str, Decision]) -> dict[str, Any]:

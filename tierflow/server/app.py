@@ -14,14 +14,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tierflow import database
 from tierflow.errors import UserError
 from tierflow.runner import Runner
 from tierflow.server.auth import load_api_keys, require_key, use_api_keys
 from tierflow.server.deps import caller
 from tierflow.server.routes import assistants, runs, system, threads
 from tierflow.server.service import Server
-from tierflow.server.store import Store
+from tierflow.server.store import SqliteStore, Store
 from tierflow.server.worker import Worker
+from tierflow.settings import TierflowSettings
 
 log = logging.getLogger("tierflow.server")
 
@@ -34,7 +36,8 @@ def create_app(
 ) -> FastAPI:
     """The API over ``runner``'s graphs, tiers and checkpointer (opened by the app).
 
-    Threads and runs live in ``<state_dir>/server.sqlite``; runs execute on ``worker``
+    Threads and runs live in ``<state_dir>/server.sqlite``, or in PostgreSQL with
+    ``[state] database_url`` (checkpoints too, migrated at start); runs execute on ``worker``
     (default: in this process). ``api_keys`` (default: ``TIERFLOW_API_KEYS``; ``None``: no
     authentication) are the keys a request must send as ``x-api-key``; each thread then
     belongs to the key that created it.
@@ -44,22 +47,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(settings.state_dir / "server.sqlite")
-        await store.open()
-        # Worker processes own their runs and outlive the API; in-process runs died with it.
-        if worker is None and settings.server.worker == "inprocess":
-            left = await store.abandon_unfinished()
-            if left:
-                log.warning("%d run(s) left unfinished by a previous server marked error", left)
-        async with runner:
-            srv = Server(runner, store, worker)
-            await srv.worker.open()
-            app.state.server = srv
-            try:
-                yield
-            finally:
-                await srv.worker.close()
-                await store.close()
+        async with open_store(settings) as store:
+            # Worker processes own their runs and outlive the API; in-process runs died with
+            # the server that ran them.
+            if worker is None and settings.server.worker == "inprocess":
+                left = await store.abandon_unfinished()
+                if left:
+                    log.warning("%d run(s) left unfinished by a stopped server marked error", left)
+            async with runner:
+                srv = Server(runner, store, worker)
+                await srv.worker.open()
+                app.state.server = srv
+                try:
+                    yield
+                finally:
+                    await srv.worker.close()
 
     app = FastAPI(
         title="tierflow",
@@ -100,6 +102,26 @@ def create_app(
         )
 
     return app
+
+
+@asynccontextmanager
+async def open_store(settings: TierflowSettings) -> AsyncIterator[Store]:
+    """The server's store: PostgreSQL (migrated) with ``[state] database_url``, else
+    ``<state_dir>/server.sqlite``."""
+    store: Store
+    if settings.state.url:
+        database.drivers()  # a one-line error naming the extra, before psycopg's import
+        from tierflow.server.postgres import PostgresStore
+
+        store = await PostgresStore.connect(settings.state)
+    else:
+        sqlite = SqliteStore(settings.state_dir / "server.sqlite")
+        await sqlite.open()
+        store = sqlite
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def _field(loc: Any) -> str:

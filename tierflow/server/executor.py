@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tierflow.runner import Runner
+from tierflow.server.app import open_store
 from tierflow.server.execution import execute, run_body
 from tierflow.server.metrics import ServerMetrics
 from tierflow.server.queue import APP, QUEUE, WORKFLOW, queue_options, queue_url
@@ -87,7 +88,7 @@ class _Worker:
         self.settings = runner.settings
         self.executor_id = executor_id
         self.local: dict[str, asyncio.Task[None]] = {}
-        self.store = Store(self.settings.state_dir / "server.sqlite")
+        self._store: Store | None = None
         self.stopping = asyncio.Event()
         self.draining = False
         # Our own threads for blocking calls: DBOS makes its pool this loop's default
@@ -99,10 +100,19 @@ class _Worker:
         call = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the worker's store is opened in main()"
+        return self._store
+
     async def main(self) -> None:
+        async with open_store(self.settings) as store:  # SQLite or PostgreSQL, as the API's
+            self._store = store
+            await self._serve()
+
+    async def _serve(self) -> None:
         from dbos import DBOS
 
-        await self.store.open()
         async with self.runner:
             host = _Host(self.runner, self.store)
             worker = self
@@ -139,7 +149,6 @@ class _Worker:
                 log.warning("%d run(s) handed back to the queue", len(self.local))
                 os._exit(0)
             await self.off(beats.leave)
-        await self.store.close()
 
     async def execute(self, host: _Host, run_id: str, after_interrupt: bool) -> str:
         run = await self.store.find_run(run_id)

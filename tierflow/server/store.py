@@ -1,10 +1,12 @@
-"""Threads and runs of the server: one SQLite file in the state dir (``server.sqlite``,
-next to the Runner's ``checkpoints.sqlite``).
+"""Threads and runs of the server: the ``Store`` interface, its rows, and its SQLite
+implementation, one file in the state dir (``server.sqlite``, next to the Runner's
+``checkpoints.sqlite``). With ``[state] database_url`` the server uses
+:class:`~tierflow.server.postgres.PostgresStore` instead (``app.open_store``).
 
-The checkpoints hold what a graph knows (messages, steps, interrupts); this file holds
+The checkpoints hold what a graph knows (messages, steps, interrupts); the store holds
 what the API adds around them: a thread's metadata and owner, and each run's status,
 options, error and run record. Each write is one statement in its own transaction, so a
-crash never leaves a half-written thread or run. Postgres is not built yet (issue 11 part 2).
+crash never leaves a half-written thread or run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -99,7 +101,46 @@ class RunRow:
         }
 
 
-class Store:
+class Store(Protocol):
+    """What the server keeps besides checkpoints; every method is one transaction."""
+
+    async def close(self) -> None: ...
+    async def create_thread(
+        self, thread_id: str | None, metadata: Mapping[str, Any], owner: str | None
+    ) -> ThreadRow | None: ...
+    async def get_thread(self, thread_id: str) -> ThreadRow | None: ...
+    async def search_threads(
+        self, metadata: Mapping[str, Any], ids: Sequence[str] | None, limit: int, offset: int
+    ) -> list[ThreadRow]: ...
+    async def update_thread(self, thread_id: str, metadata: Mapping[str, Any]) -> None: ...
+    async def touch_thread(self, thread_id: str) -> None: ...
+    async def delete_thread(self, thread_id: str) -> bool: ...
+    async def create_run(self, run: RunRow) -> None: ...
+    async def set_run_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        record: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None: ...
+    async def delete_run(self, run_id: str) -> None: ...
+    async def get_run(self, thread_id: str, run_id: str) -> RunRow | None: ...
+    async def list_runs(
+        self, thread_id: str, limit: int, offset: int, status: str | None = None
+    ) -> list[RunRow]: ...
+    async def abandon_unfinished(self) -> int: ...
+    # for runs executed by worker processes (``tierflow worker``, server/queue.py)
+    async def find_run(self, run_id: str) -> RunRow | None: ...
+    async def unfinished_runs(self) -> list[RunRow]: ...
+    async def count_unfinished(self, owner: str) -> int: ...
+    async def cancel_pending(self, run_id: str) -> bool: ...
+    async def run_status(self, run_id: str) -> str | None: ...
+    async def add_event(self, run_id: str, event: str, data: Any) -> None: ...
+    async def events_after(self, run_id: str, after: int) -> list[tuple[int, str, Any]]: ...
+
+
+class SqliteStore:
     """Async access to ``server.sqlite`` (one aiosqlite connection, WAL)."""
 
     def __init__(self, path: Path) -> None:
