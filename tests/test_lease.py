@@ -29,8 +29,8 @@ from pydantic import PrivateAttr
 from tierflow import Agent, BuildContext, add_agent
 from tierflow.errors import LeaseLost, ThreadBusy
 from tierflow.runner import Runner
-from tierflow.runner.lease import SqliteThreadLeases
-from tierflow.settings import TierflowSettings
+from tierflow.runner.lease import PostgresThreadLeases, SqliteThreadLeases
+from tierflow.settings import TierflowSettings, load_settings
 from tierflow.state import GraphState
 from tierflow.testing import Reply, ScriptedChatModel, ScriptedServer, scripted_tier
 
@@ -64,6 +64,30 @@ async def test_acquire_renew_release_on_a_sqlite_file(tmp_path: Path) -> None:
     assert one.holder("t") is None
     assert not await one.renew("t", "a", 30)  # released: nothing to renew
     assert await one.acquire("t", "b", 30)
+
+
+async def test_postgres_leases_take_renew_release_and_expire(postgres: Any) -> None:
+    url = postgres.new_database("leases")
+    one, two = PostgresThreadLeases(url), PostgresThreadLeases(url)  # two "machines"
+    assert await one.acquire("t", "a", 30)
+    assert not await two.acquire("t", "b", 30)
+    assert await two.acquire("t", "a", 30)  # the holder may take it again
+    assert not await one.renew("t", "b", 30)
+    assert await one.renew("t", "a", 30)
+    await two.release("t", "b")  # not the holder: nothing happens
+    assert not await two.acquire("t", "b", 30)
+    await two.release("t", "a")
+    assert await two.acquire("t", "b", 0.3)  # released: free for another
+    deadline = time.monotonic() + 10
+    while not await one.acquire("t", "c", 30):  # b never renews: expires on the db clock
+        assert time.monotonic() < deadline, "the lease never expired"
+        await asyncio.sleep(0.05)
+    # a runner with a database URL takes its leases there
+    runner = Runner(load_settings(False, state={"database_url": url}))
+    assert isinstance(runner.leases, PostgresThreadLeases)
+    with pytest.raises(ThreadBusy):
+        async with runner.hold("t"):
+            pass
 
 
 async def test_an_unrenewed_lease_expires(tmp_path: Path) -> None:

@@ -18,9 +18,10 @@ Expiry is measured on the database's clock, so processes with skewed clocks agre
 ``enqueue`` is ``wait`` here; a server keeps its own queue in front of the lease. Waiters
 poll, so the order among several waiters is not FIFO.
 
-:class:`ThreadLeases` is the interface (``acquire`` / ``renew`` / ``release``; a PostgreSQL
-implementation is the same three statements); :class:`SqliteThreadLeases` keeps the rows
-in ``<state_dir>/leases.sqlite``. Use :meth:`ThreadLeases.hold`::
+:class:`ThreadLeases` is the interface (``acquire`` / ``renew`` / ``release``);
+:class:`SqliteThreadLeases` keeps the rows in ``<state_dir>/leases.sqlite``, and
+:class:`PostgresThreadLeases` in PostgreSQL with ``[state] database_url`` (the same three
+statements), so processes on several machines share them. Use :meth:`ThreadLeases.hold`::
 
     leases = SqliteThreadLeases.in_dir(settings.state_dir)
     async with leases.hold(thread_id, strategy="reject", ttl_s=30):
@@ -242,3 +243,71 @@ class SqliteThreadLeases(ThreadLeases):
                 (thread_id,),
             ).fetchone()
         return None if row is None else str(row[0])
+
+
+_PG_MIGRATIONS = (
+    """
+    CREATE TABLE thread_leases (
+        thread_id TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    """,
+)
+_PG_ACQUIRE = (
+    "INSERT INTO thread_leases (thread_id, holder, expires_at) "
+    "VALUES (%(thread)s, %(holder)s, now() + make_interval(secs => %(ttl)s)) "
+    "ON CONFLICT (thread_id) DO UPDATE SET holder = EXCLUDED.holder, "
+    "expires_at = EXCLUDED.expires_at "
+    "WHERE thread_leases.expires_at <= now() OR thread_leases.holder = EXCLUDED.holder"
+)
+_PG_RENEW = (
+    "UPDATE thread_leases SET expires_at = now() + make_interval(secs => %(ttl)s) "
+    "WHERE thread_id = %(thread)s AND holder = %(holder)s"
+)
+_PG_RELEASE = "DELETE FROM thread_leases WHERE thread_id = %(thread)s AND holder = %(holder)s"
+
+
+class PostgresThreadLeases(ThreadLeases):
+    """Leases in PostgreSQL (``[state] database_url``): several machines share them.
+
+    The same three statements as SQLite's, on the database's clock; each call opens a
+    short autocommit connection in a worker thread, as :class:`SqliteThreadLeases` does.
+    """
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+        # Imported here: only a PostgreSQL deployment needs the driver.
+        from tierflow import database
+
+        self._db = database
+        self.url = url
+        self.key = f"postgres:{database.redact(url)}"
+        self.timeout_s = connect_timeout_s
+        self._ready = False
+
+    def _write(self, sql: str, **args: object) -> bool:
+        with closing(self._db.connect_sync(self.url, self.timeout_s)) as conn:
+            if not self._ready:
+                self._db.migrate_sync(conn, "leases", _PG_MIGRATIONS)
+                self._ready = True
+            return bool(conn.execute(sql, args).rowcount == 1)
+
+    async def acquire(self, thread_id: str, holder: str, ttl_s: float) -> bool:
+        return await asyncio.to_thread(
+            self._write, _PG_ACQUIRE, thread=thread_id, holder=holder, ttl=ttl_s
+        )
+
+    async def renew(self, thread_id: str, holder: str, ttl_s: float) -> bool:
+        return await asyncio.to_thread(
+            self._write, _PG_RENEW, thread=thread_id, holder=holder, ttl=ttl_s
+        )
+
+    async def release(self, thread_id: str, holder: str) -> None:
+        await asyncio.to_thread(self._write, _PG_RELEASE, thread=thread_id, holder=holder)
+
+
+def leases_for(state_dir: Path, database_url: str | None, timeout_s: float = 5.0) -> ThreadLeases:
+    """PostgreSQL leases with a database URL, else SQLite in ``state_dir``."""
+    if database_url:
+        return PostgresThreadLeases(database_url, connect_timeout_s=timeout_s)
+    return SqliteThreadLeases.in_dir(state_dir)

@@ -42,7 +42,7 @@ from tierflow.record import RunRecord
 from tierflow.runner.control import INTERRUPT, check_thread, read_thread
 from tierflow.runner.events import RunEvent, RunFinished, parse_event
 from tierflow.runner.guards import guard_partial
-from tierflow.runner.lease import BusyStrategy, SqliteThreadLeases, ThreadLeases
+from tierflow.runner.lease import BusyStrategy, ThreadLeases, leases_for
 from tierflow.runner.record import run_record
 from tierflow.settings import BudgetSettings, TierflowSettings, load_settings
 from tierflow.state import GraphState
@@ -108,7 +108,10 @@ class Runner:
         self.context = BuildContext(self.tiers, self.settings)
         self.checkpoint_path = checkpoint_path or self.settings.state_dir / "checkpoints.sqlite"
         self._checkpointer = checkpointer
-        self.leases = leases or SqliteThreadLeases.in_dir(self.settings.state_dir)
+        state = self.settings.state
+        self.leases = leases or leases_for(
+            self.settings.state_dir, state.url, state.connect_timeout_s
+        )
         self._stack: AsyncExitStack | None = None
         self._saver: BaseCheckpointSaver[Any] | None = None
         self._apps: dict[tuple[str, int], Any] = {}
