@@ -204,3 +204,26 @@ async def test_a_runner_without_async_with_keeps_threads_in_postgres(
     with psycopg.connect(url) as conn:
         count = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = 'th'")
         assert count.fetchone()[0] > 0  # type: ignore[index]
+
+
+def test_the_run_queue_lives_in_the_state_database(postgres: Any, tmp_path: Path) -> None:
+    """With a database URL the DBOS queue's tables go to PostgreSQL too (one database for
+    a cluster), and a client can register the queue there."""
+    from dbos import DBOSClient
+
+    from tierflow.server.queue import QUEUE, queue_options, queue_url
+
+    url = postgres.new_database("queue")
+    settings = load_settings(False, state_dir=tmp_path, state={"database_url": url})
+    assert queue_url(settings) == url
+    client = DBOSClient(system_database_url=queue_url(settings))
+    try:
+        client._sys_db.run_migrations()  # as QueuedWorker.open does
+        client.register_queue(QUEUE, on_conflict="always_update", **queue_options(settings))
+    finally:
+        client.destroy()
+    with psycopg.connect(url) as conn:
+        schemas = {
+            r[0] for r in conn.execute("SELECT schema_name FROM information_schema.schemata")
+        }
+    assert "dbos" in schemas

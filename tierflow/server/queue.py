@@ -41,9 +41,14 @@ POLL_S = 0.1  # how often the API reads a remote run's status and events
 
 
 def queue_url(settings: TierflowSettings) -> str:
-    """The DBOS system database: ``[server] queue_url``, or SQLite in the state dir
+    """The DBOS system database: ``[server] queue_url``, else the PostgreSQL database of
+    ``[state] database_url`` (one database for a cluster), else SQLite in the state dir
     (shared by every process on this machine)."""
-    return settings.server.queue_url or f"sqlite:///{settings.state_dir / 'queue.sqlite'}"
+    return (
+        settings.server.queue_url
+        or settings.state.url
+        or f"sqlite:///{settings.state_dir / 'queue.sqlite'}"
+    )
 
 
 def queue_options(settings: TierflowSettings) -> dict[str, Any]:
