@@ -67,10 +67,13 @@ def test_compose_services_and_their_commands() -> None:
     assert services["postgres"]["image"] == "postgres:15"
     assert services["jaeger"]["image"].startswith("jaegertracing/jaeger:2.")
     assert api["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    # runs go to worker processes through the DBOS queue (no Redis)
+    assert api["command"][-2:] == ["--worker-engine", "dbos"]
+    assert services["worker"]["command"] == ["worker"] and "profiles" not in services["worker"]
+    assert "redis" not in services
     # what is not built yet stays out of a plain `up`
-    assert services["worker"]["profiles"] == services["console"]["profiles"] == ["pending"]
+    assert services["console"]["profiles"] == ["pending"]
     assert services["console"]["command"] == ["ui", "--server", "http://api:8123"]
-    assert "redis" not in services  # optional: commented out until the queue engine is chosen
 
 
 def test_compose_gpu_profile_runs_vllm_with_the_tool_calling_flags() -> None:
@@ -137,6 +140,24 @@ def test_k8s_hpa_targets_the_api_deployment_on_cpu() -> None:
     assert metric["resource"]["name"] == "cpu"
     assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_k8s_workers_share_the_state_and_scale_on_cpu() -> None:
+    m = _manifests()
+    worker = m[("Deployment", "tierflow-worker")]
+    pod = worker["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["worker"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TIERFLOW_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "tierflow-secrets"
+    # SIGTERM drains for [server] drain_s (default 30 s) before the pod is killed
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 30
+    assert worker["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    hpa = m[("HorizontalPodAutoscaler", "tierflow-worker")]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "tierflow-worker"
+    # the API hands its runs to the queue
+    (api,) = m[("Deployment", "tierflow-api")]["spec"]["template"]["spec"]["containers"]
+    assert api["args"][-2:] == ["--worker-engine", "dbos"]
 
 
 def test_k8s_secret_example_has_the_keys_the_deployment_reads() -> None:
