@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import httpx
@@ -55,54 +56,56 @@ async def run_remote(items: Sequence[BatchItem], options: BatchOptions, write: O
             "tierflow batch --server needs langgraph-sdk: pip install langgraph-sdk"
         ) from None
     assert options.server is not None
-    client = get_client(url=options.server, api_key=options.api_key)
-    try:
-        await client.http.get("/ok")
-    except httpx.HTTPError as exc:
-        raise RunError(f"cannot reach the server at {options.server}: {_why(exc)}") from None
-
-    async def polite(call: Any) -> Any:
-        """``call()``, again after each 429's Retry-After."""
-        while True:
-            try:
-                return await call()
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 429:
-                    raise
-                await asyncio.sleep(retry_after(exc.response.headers.get("retry-after")))
-
-    async def one(item: BatchItem) -> Result:
+    async with get_client(url=options.server, api_key=options.api_key) as client:
         try:
-            if item.thread_id is None:
-                thread = await polite(lambda: client.threads.create())
-            else:
-                thread = await polite(
-                    lambda: client.threads.create(thread_id=item.thread_id, if_exists="do_nothing")
-                )
-            thread_id = str(thread["thread_id"])
-            created: dict[str, str] = {}
-            question: dict[str, Any] = {"messages": [{"role": "user", "content": item.question}]}
-            values = await polite(
-                lambda: client.runs.wait(
-                    thread_id,
-                    item.graph or options.graph,
-                    input=question,
-                    raise_error=False,
-                    on_run_created=lambda meta: created.update(run_id=str(meta["run_id"])),
-                )
-            )
-            error = values.get("__error__") if isinstance(values, dict) else None
-            if error:
-                return failed_result(item, f"line {item.line}: {error.get('message', error)}")
-            if "run_id" not in created:
-                return failed_result(item, f"line {item.line}: the server named no run")
-            path = f"/threads/{thread_id}/runs/{created['run_id']}/record"
-            record = await polite(lambda: client.http.get(path))
+            await client.http.get("/ok")
         except httpx.HTTPError as exc:
-            return failed_result(item, f"line {item.line}: {_why(exc)}")
-        return record_result(item, record, options.full)
+            raise RunError(f"cannot reach the server at {options.server}: {_why(exc)}") from None
+        await bounded(items, options.concurrency, partial(_one, client, options), write)
 
-    await bounded(items, options.concurrency, one, write)
+
+async def _polite(call: Any) -> Any:
+    """``call()``, again after each 429's Retry-After (the run was not created)."""
+    while True:
+        try:
+            return await call()
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 429:
+                raise
+            await asyncio.sleep(retry_after(exc.response.headers.get("retry-after")))
+
+
+async def _one(client: Any, options: BatchOptions, item: BatchItem) -> Result:
+    """One line: a thread, a run waited for, and the run's record."""
+    try:
+        if item.thread_id is None:
+            thread = await _polite(lambda: client.threads.create())
+        else:
+            thread = await _polite(
+                lambda: client.threads.create(thread_id=item.thread_id, if_exists="do_nothing")
+            )
+        thread_id = str(thread["thread_id"])
+        created: dict[str, str] = {}
+        question: dict[str, Any] = {"messages": [{"role": "user", "content": item.question}]}
+        values = await _polite(
+            lambda: client.runs.wait(
+                thread_id,
+                item.graph or options.graph,
+                input=question,
+                raise_error=False,
+                on_run_created=lambda meta: created.update(run_id=str(meta["run_id"])),
+            )
+        )
+        error = values.get("__error__") if isinstance(values, dict) else None
+        if error:
+            return failed_result(item, f"line {item.line}: {error.get('message', error)}")
+        if "run_id" not in created:
+            return failed_result(item, f"line {item.line}: the server named no run")
+        path = f"/threads/{thread_id}/runs/{created['run_id']}/record"
+        record = await _polite(lambda: client.http.get(path))
+    except httpx.HTTPError as exc:
+        return failed_result(item, f"line {item.line}: {_why(exc)}")
+    return record_result(item, record, options.full)
 
 
 def _why(exc: httpx.HTTPError) -> str:
