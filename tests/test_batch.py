@@ -24,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tierflow.cli import app
+from tierflow.errors import UserError
 from tierflow.testing import Reply, ScriptedServer
 
 
@@ -223,3 +224,52 @@ def test_batch_through_the_server_with_a_key_and_a_full_queue(
         assert [s["node"] for s in r["record"]["steps"]] == ["clerk"]
     assert len({r["thread_id"] for r in results}) == 3  # a new thread per question
     assert sorted(q for q in asked if q.startswith("question")) == [r["question"] for r in results]
+
+
+def test_bad_lines_each_get_their_own_error(tmp_path: Path) -> None:
+    from tierflow.runner.batch.items import read_batch
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"id": "a", "question": "one"}\n'
+        "\n"
+        '["not", "an", "object"]\n'
+        '{"id": "a", "question": "again"}\n'
+        '{"question": ""}\n'
+        '{"question": "ok", "thread_id": 7}\n'
+        '{"question": "two", "graph": "direct"}\n'
+    )
+    items = read_batch(path)
+    assert [(i.line, i.id, i.error) for i in items] == [
+        (1, "a", None),
+        (3, 3, "line 3: expected a JSON object"),
+        (4, 4, "line 4: duplicate id 'a'"),
+        (5, 5, "line 5: missing 'question' (a string)"),
+        (6, 6, "line 6: 'thread_id' must be a string"),
+        (7, 7, None),
+    ]
+    assert items[-1].graph == "direct" and items[-1].key == "line:7"
+
+
+def test_a_torn_last_line_is_cut_off_before_appending(tmp_path: Path) -> None:
+    from tierflow.runner.batch.log import ResultLog
+
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "a", "line": 1}\n{"id": 2, "line": 2}\n{"id": "c", "li')
+    log = ResultLog(out)
+    assert log.done() == {"id:a", "line:2"}
+    assert out.read_text() == '{"id": "a", "line": 1}\n{"id": 2, "line": 2}\n'
+    (tmp_path / "other.txt").write_text("not results\n")
+    with pytest.raises(UserError, match="not a results file"):
+        ResultLog(tmp_path / "other.txt").done()
+
+
+def test_retry_after_reads_seconds_and_dates_within_bounds() -> None:
+    from email.utils import formatdate
+
+    from tierflow.runner.batch.remote import MAX_RETRY_AFTER_S, retry_after
+
+    assert retry_after("2") == 2.0
+    assert retry_after(None) == 1.0 and retry_after("soon") == 1.0
+    assert retry_after("3600") == MAX_RETRY_AFTER_S
+    assert 3 <= retry_after(formatdate(time.time() + 5, usegmt=True)) <= 5
