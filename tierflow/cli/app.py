@@ -571,6 +571,51 @@ def worker(
 
 
 @app.command()
+def batch(
+    file: Annotated[Path, typer.Argument(help='JSON Lines: {"question": ..., "id"?, ...} a line.')],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Results, one JSON line per input line.")
+    ] = Path("results.jsonl"),
+    graph: Annotated[
+        str, typer.Option("--graph", "-g", help="Graph for lines naming none.")
+    ] = "default",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-n", min=1, help="Questions in flight, in all.")
+    ] = 4,
+    processes: Annotated[
+        int, typer.Option("--processes", "-p", min=1, help="Worker processes (in-process runs).")
+    ] = 1,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", metavar="URL", help="Run through tierflow serve at URL."),
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Add each run's full record.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run many questions: concurrently, over several processes or a server. Run it
+    again with the same --out to resume: lines already there are skipped."""
+    from tierflow.cli.batch import run, summary_line
+    from tierflow.runner.batch.items import BatchOptions
+
+    if server is not None and processes > 1:
+        _fail("--processes is for in-process runs; with --server the server's workers run", 2)
+    options = BatchOptions(
+        graph=graph,
+        concurrency=concurrency,
+        processes=processes,
+        full=full,
+        config=config,
+        server=server,
+        api_key=os.environ.get("TIERFLOW_API_KEY") or None,
+    )
+    summary = _guard(lambda: run(file, out, options, err=err, quiet=quiet))
+    line = summary_line(summary, out)
+    if line is not None:
+        _fail(line, 1)
+
+
+@app.command()
 def bench(
     name: Annotated[str | None, typer.Argument(help="Benchmark to run (default: all).")] = None,
     results: Annotated[Path, typer.Option(help="Folder for the recorded results.")] = Path(
