@@ -49,6 +49,8 @@ def backend() -> Iterator[ScriptedServer]:
 def _env(tmp_path: Path, srv: ScriptedServer) -> dict[str, str]:
     (tmp_path / "tierflow.toml").write_text(
         '[tiers.reasoning]\nbackends = ["openai:gpt-4o"]\n[telemetry]\nenabled = false\n'
+        # a killed batch's thread leases lapse quickly (the resumed batch waits for them)
+        "[state]\nlease_ttl_s = 1\n"
     )
     return {
         **os.environ,

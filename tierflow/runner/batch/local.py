@@ -32,11 +32,16 @@ async def run_local(items: Sequence[BatchItem], options: BatchOptions, write: On
 
         async def one(item: BatchItem) -> Result:
             try:
+                # A batch waits for a busy thread (e.g. one still leased by a batch that was
+                # killed, until its lease lapses) rather than failing the line.
                 if await cut_off(runner, item):
-                    record = await runner.resume(str(item.thread_id))
+                    record = await runner.resume(str(item.thread_id), on_busy="wait")
                 else:
                     record = await runner.ask(
-                        item.question, graph=item.graph or options.graph, thread_id=item.thread_id
+                        item.question,
+                        graph=item.graph or options.graph,
+                        thread_id=item.thread_id,
+                        on_busy="wait",
                     )
             except TierflowError as exc:
                 return failed_result(item, f"line {item.line}: {exc}")
