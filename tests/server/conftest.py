@@ -78,6 +78,7 @@ class Served:
     backend: ScriptedServer
     state_dir: Path
     threads: list[str] = field(default_factory=list)
+    database_url: str | None = None
 
 
 def free_port() -> int:
@@ -128,7 +129,7 @@ def serving(
                     break
                 thread.join(0.01)  # bounded wait for uvicorn's own start flag
             assert uv.started, "uvicorn did not start"
-            yield Served(f"http://127.0.0.1:{port}", backend, state)
+            yield Served(f"http://127.0.0.1:{port}", backend, state, database_url=database_url)
         finally:
             RELEASE.set()
             uv.should_exit = True

@@ -67,8 +67,8 @@ async def test_two_servers_on_one_database_share_threads_and_runs(
         assert conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s",
                             (thread_id,)).fetchone() == (0,)  # fmt: skip
         versions = dict(conn.execute("SELECT component, version FROM schema_version"))
-    # the backends' breakers live in the same database (tests/resilience covers sharing)
-    assert versions == {"server": len(MIGRATIONS), "breakers": len(BREAKER_MIGRATIONS)}
+    # the backends' breakers and the thread leases live in the same database
+    assert versions == {"server": len(MIGRATIONS), "breakers": len(BREAKER_MIGRATIONS), "leases": 1}
 
 
 async def test_servers_starting_together_on_a_fresh_database_migrate_once(
