@@ -67,6 +67,12 @@ def _guardrails_latency() -> dict[str, Any]:
     return run()
 
 
+def _serve() -> dict[str, Any]:
+    from tierflow.bench.serve import run
+
+    return run()
+
+
 def _startup() -> dict[str, Any]:
     from tierflow.bench.startup import run
 
@@ -84,6 +90,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "load": _load,
     "failover": _failover,
     "startup": _startup,
+    "serve": _serve,
 }
 
 
