@@ -73,6 +73,12 @@ def _batch() -> dict[str, Any]:
     return run()
 
 
+def _serve() -> dict[str, Any]:
+    from tierflow.bench.serve import run
+
+    return run()
+
+
 def _startup() -> dict[str, Any]:
     from tierflow.bench.startup import run
 
@@ -91,6 +97,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "failover": _failover,
     "startup": _startup,
     "batch": _batch,
+    "serve": _serve,
 }
 
 
