@@ -172,8 +172,15 @@ class SqliteStore:
         return self._conn
 
     async def _write(self, sql: str, args: Sequence[Any]) -> int:
-        cur = await self.conn.execute(sql, args)
-        await self.conn.commit()
+        try:
+            cur = await self.conn.execute(sql, args)
+            await self.conn.commit()
+        except BaseException:
+            # sqlite3 opened a transaction before the statement: a failed write (e.g.
+            # "database is locked" while a worker process writes) must not leave it open,
+            # or this connection keeps reading an old snapshot and every later write fails.
+            await self.conn.rollback()
+            raise
         return cur.rowcount
 
     # threads
