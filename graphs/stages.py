@@ -27,7 +27,7 @@ from langgraph.graph._branch import BranchSpec
 from langgraph.types import Overwrite, Send
 
 from tierflow.agents.node import emit
-from tierflow.agents.policy import POLICY_KEY, RunPolicy, current_policy, current_ticket, run_guards
+from tierflow.agents.policy import POLICY_KEY, RunPolicy, current_ticket, run_guards
 from tierflow.guardrails.base import Action
 from tierflow.guardrails.runtime import answer_after, retrieved_passages, verdict_records
 from tierflow.state import GraphState, question_index, run_messages
@@ -187,9 +187,7 @@ def compile_graph(
 __all__ = [
     "RUN_INPUT",
     "RUN_OUTPUT",
-    "GraphState",
     "compile_graph",
-    "current_policy",
     "input_node",
     "run_output",
     "with_run_stages",

@@ -140,7 +140,7 @@ async def test_input_redaction_is_what_the_model_and_thread_see(tmp_path: Path) 
         (g.stage, g.name, g.action) for g in record.guardrails
     ]
     async with runner:
-        app = await runner._app("one", runner._saver)  # type: ignore[arg-type]
+        app = runner.compile("one", runner._saver)
         state = await app.aget_state({"configurable": {"thread_id": "t2"}})
     stored = [str(m.content) for m in state.values["messages"]]
     assert not any("s3cr3t" in t for t in stored)

@@ -14,12 +14,11 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from langgraph.graph import START, StateGraph
+from test_resume import _ask, _count  # the same CLI helpers (tests/ is on sys.path)
 
 from tierflow import Agent, BuildContext, add_agent, tool
 from tierflow.state import GraphState
@@ -66,21 +65,6 @@ def factory(ctx: BuildContext) -> StateGraph[GraphState]:
     graph: StateGraph[GraphState] = StateGraph(GraphState)
     graph.add_edge(START, add_agent(graph, agent, ctx.tiers))
     return graph
-
-
-def _count(path: Path) -> int:
-    return int(path.read_text()) if path.exists() else 0
-
-
-def _ask(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tierflow", "ask", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _checkpointed(db: Path, text: str) -> bool:

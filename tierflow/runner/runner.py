@@ -265,9 +265,6 @@ class Runner:
             self._apps[key] = app
         return app
 
-    async def _app(self, graph: str, saver: BaseCheckpointSaver[Any]) -> Any:
-        return self.compile(graph, saver)
-
     def _agent_graph(self, agent: Agent) -> str:
         """Register a one-agent graph for ``agent`` with this runner; returns its name."""
         name = f"agent-{agent.name}"
