@@ -289,6 +289,7 @@ except OSError as exc:
     result = run(sandbox, code)
     cap = LIMITS.disk_mb << 20
     lines = result.stdout.splitlines()
+    assert len(lines) >= 2, result  # seen once on a loaded CI run: say what the run did
     big = json.loads(lines[1])
     assert big["err"] in ("EFBIG", "ENOSPC") and big["big"] <= cap, result
     if sandbox.name == "landlock-seccomp":  # on the host disk: the watchdog ends it
