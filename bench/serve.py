@@ -524,3 +524,27 @@ def run() -> dict[str, Any]:
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "duration_s": round(time.perf_counter() - started, 1),
     }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m tierflow.bench.serve [--setups a,b] [--levels 5,10] [--runs-per-client N]``:
+    a partial run printed as JSON (not recorded), to reproduce or profile one setup."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m tierflow.bench.serve")
+    parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated setups")
+    parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="client counts")
+    parser.add_argument("--runs-per-client", type=int, default=RUNS_PER_CLIENT)
+    args = parser.parse_args(argv)
+    setups = [s for s in args.setups.split(",") if s]
+    unknown = set(setups) - set(SETUPS)
+    if unknown:
+        parser.error(f"unknown setup(s) {', '.join(sorted(unknown))}; known: {', '.join(SETUPS)}")
+    levels = [int(n) for n in args.levels.split(",") if n]
+    results = measure(setups, levels, args.runs_per_client)
+    print(json.dumps({"results": results, "goals": goals(results)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -217,7 +217,8 @@ class Runner:
         # open when its event loop ends must not hold the interpreter at exit (aiosqlite's
         # worker thread is not a daemon) nor leave two nested async generators for the loop
         # to finalise (which printed "aclose(): asynchronous generator is already running").
-        conn = aiosqlite.connect(str(self.checkpoint_path))
+        # Several processes (a server's workers) may write the file: wait for their locks.
+        conn = aiosqlite.connect(str(self.checkpoint_path), timeout=30)
         conn._thread.daemon = True  # aiosqlite has no option for it
         await conn
         try:

@@ -150,14 +150,18 @@ class SqliteStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Worker processes write the same file (runs, events): wait for their locks.
-        conn = aiosqlite.connect(str(self.path), timeout=30)
+        # Autocommit: each write is one statement in its own transaction, which starts
+        # with no snapshot held, so the busy timeout applies to it.
+        conn = aiosqlite.connect(str(self.path), timeout=30, isolation_level=None)
         conn._thread.daemon = True  # as the Runner's saver: never hold the interpreter
         await conn
         conn.row_factory = sqlite3.Row
         await conn.execute("PRAGMA journal_mode=WAL")
+        # As the checkpoints: a committed write survives a killed process (not an OS crash)
+        # without an fsync per event.
+        await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.executescript(_SCHEMA)
-        await conn.commit()
         self._conn = conn
 
     async def close(self) -> None:
@@ -172,16 +176,22 @@ class SqliteStore:
         return self._conn
 
     async def _write(self, sql: str, args: Sequence[Any]) -> int:
-        try:
-            cur = await self.conn.execute(sql, args)
-            await self.conn.commit()
-        except BaseException:
-            # sqlite3 opened a transaction before the statement: a failed write (e.g.
-            # "database is locked" while a worker process writes) must not leave it open,
-            # or this connection keeps reading an old snapshot and every later write fails.
-            await self.conn.rollback()
-            raise
+        cur = await self.conn.execute(sql, args)
         return cur.rowcount
+
+    async def _rows(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+        """Every row of a query, read in one call on the connection's thread.
+
+        Never ``execute`` then ``fetch``: between the two, other requests' statements run
+        on this shared connection, and a write there while this read's statement holds
+        its snapshot fails at once with "database is locked" (SQLITE_BUSY, no busy
+        timeout) whenever another process (a ``tierflow worker``) has written since.
+        """
+        return list(await self.conn.execute_fetchall(sql, args))
+
+    async def _row(self, sql: str, args: Sequence[Any]) -> sqlite3.Row | None:
+        rows = await self._rows(sql, args)
+        return rows[0] if rows else None
 
     # threads
 
@@ -201,8 +211,7 @@ class SqliteStore:
         return row
 
     async def get_thread(self, thread_id: str) -> ThreadRow | None:
-        cur = await self.conn.execute("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
-        found = await cur.fetchone()
+        found = await self._row("SELECT * FROM threads WHERE thread_id = ?", (thread_id,))
         return _thread(found) if found is not None else None
 
     async def search_threads(
@@ -216,8 +225,7 @@ class SqliteStore:
             sql += f" AND thread_id IN ({', '.join('?' * len(ids))})"
             args += list(ids)
         sql += " ORDER BY created_at DESC LIMIT ? OFFSET ?"
-        cur = await self.conn.execute(sql, [*args, limit, offset])
-        return [_thread(r) for r in await cur.fetchall()]
+        return [_thread(r) for r in await self._rows(sql, [*args, limit, offset])]
 
     async def update_thread(self, thread_id: str, metadata: Mapping[str, Any]) -> None:
         """Merge ``metadata`` into the thread's, in one statement (two concurrent PATCHes
@@ -274,10 +282,9 @@ class SqliteStore:
         await self._write("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     async def get_run(self, thread_id: str, run_id: str) -> RunRow | None:
-        cur = await self.conn.execute(
+        found = await self._row(
             "SELECT * FROM runs WHERE run_id = ? AND thread_id = ?", (run_id, thread_id)
         )
-        found = await cur.fetchone()
         return _run(found) if found is not None else None
 
     async def list_runs(
@@ -287,31 +294,29 @@ class SqliteStore:
         if status:
             sql += " AND status = ?"
             args.append(status)
-        cur = await self.conn.execute(
+        rows = await self._rows(
             sql + " ORDER BY created_at DESC LIMIT ? OFFSET ?", [*args, limit, offset]
         )
-        return [_run(r) for r in await cur.fetchall()]
+        return [_run(r) for r in rows]
 
     async def find_run(self, run_id: str) -> RunRow | None:
-        cur = await self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-        found = await cur.fetchone()
+        found = await self._row("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         return _run(found) if found is not None else None
 
     async def unfinished_runs(self) -> list[RunRow]:
         """Runs pending or running, oldest first (a worker process may own them)."""
-        cur = await self.conn.execute(
-            "SELECT * FROM runs WHERE status IN ('pending', 'running') ORDER BY created_at"
+        rows = await self._rows(
+            "SELECT * FROM runs WHERE status IN ('pending', 'running') ORDER BY created_at", ()
         )
-        return [_run(r) for r in await cur.fetchall()]
+        return [_run(r) for r in rows]
 
     async def count_unfinished(self, owner: str) -> int:
         """Runs pending or running on the threads of ``owner`` (an API key's id)."""
-        cur = await self.conn.execute(
+        found = await self._row(
             "SELECT count(*) FROM runs JOIN threads USING (thread_id) "
             "WHERE threads.owner = ? AND runs.status IN ('pending', 'running')",
             (owner,),
         )
-        found = await cur.fetchone()
         return int(found[0]) if found is not None else 0
 
     async def cancel_pending(self, run_id: str) -> bool:
@@ -326,8 +331,7 @@ class SqliteStore:
         )
 
     async def run_status(self, run_id: str) -> str | None:
-        cur = await self.conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,))
-        found = await cur.fetchone()
+        found = await self._row("SELECT status FROM runs WHERE run_id = ?", (run_id,))
         return str(found[0]) if found is not None else None
 
     # a run's events, for runs executed by worker processes (``tierflow worker``)
@@ -340,11 +344,11 @@ class SqliteStore:
 
     async def events_after(self, run_id: str, after: int) -> list[tuple[int, str, Any]]:
         """The run's stored events with a row id above ``after``, oldest first."""
-        cur = await self.conn.execute(
+        rows = await self._rows(
             "SELECT id, event, data FROM run_events WHERE run_id = ? AND id > ? ORDER BY id",
             (run_id, after),
         )
-        return [(r[0], r[1], json.loads(r[2])) for r in await cur.fetchall()]
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
     async def abandon_unfinished(self) -> int:
         """Runs left pending or running by a server that stopped: marked ``error``."""
