@@ -93,25 +93,26 @@ def serving(
     api_keys: frozenset[str] | None = None,
     database_url: str | None = None,
     backend: ScriptedServer | None = None,
+    settings: dict[str, Any] | None = None,
     **server: Any,
 ) -> Iterator[Served]:
     """The app on uvicorn in a thread, over ``backend`` (default: a fresh ScriptedServer);
-    ``server`` overrides the ``[server]`` settings; ``api_keys`` turn authentication on;
-    ``database_url`` keeps the state in PostgreSQL."""
+    ``server`` overrides the ``[server]`` settings, ``settings`` any other section;
+    ``api_keys`` turn authentication on; ``database_url`` keeps the state in PostgreSQL."""
     with contextlib.ExitStack() as stack:
         if backend is None:
             backend = stack.enter_context(ScriptedServer())
-        settings = load_settings(
-            False,
-            state_dir=state,
-            tiers={"t": {"backends": ["vllm:scripted-model"]}},
-            backends={"vllm": {"base_url": backend.base_url, "tool_calling": "native"}},
-            telemetry={"enabled": False},
-            guardrails={"graphs": {"clerk": {"input": ["size", "pii"]}}},
-            server={"max_body_bytes": 65_536, "max_queue": 8, **server},
-            state={"database_url": database_url},
-        )
-        runner = Runner(settings, graphs={"clerk": _one_agent(CLERK), "waiter": _one_agent(WAITER)})
+        sections: dict[str, Any] = {
+            "tiers": {"t": {"backends": ["vllm:scripted-model"]}},
+            "backends": {"vllm": {"base_url": backend.base_url, "tool_calling": "native"}},
+            "telemetry": {"enabled": False},
+            "guardrails": {"graphs": {"clerk": {"input": ["size", "pii"]}}},
+            "server": {"max_body_bytes": 65_536, "max_queue": 8, **server},
+            "state": {"database_url": database_url},
+        }
+        settings_ = load_settings(False, state_dir=state, **{**sections, **(settings or {})})
+        graphs = {"clerk": _one_agent(CLERK), "waiter": _one_agent(WAITER)}
+        runner = Runner(settings_, graphs=graphs)
         port = free_port()
         uv = uvicorn.Server(
             uvicorn.Config(

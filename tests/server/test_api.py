@@ -132,7 +132,7 @@ async def test_bad_bodies_name_the_field(served: Served) -> None:
         )
         metrics = (await http.get("/metrics")).text
     assert 'tierflow_runs_total{status="success"}' in metrics
-    assert "tierflow_queue_depth 0" in metrics
+    assert "tierflow_queue_depth 0.0" in metrics
     assert len(await c.runs.list(thread_id)) == 0  # nothing half-written
 
 
@@ -147,8 +147,8 @@ async def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None
             assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
             assert "queue is full" in r.json()["detail"]
             metrics = (await http.get("/metrics")).text
-        assert 'tierflow_runs_rejected_total{reason="queue_full"} 1' in metrics
-        assert "tierflow_queue_depth 1" in metrics
+        assert 'tierflow_runs_rejected_total{reason="queue_full"} 1.0' in metrics
+        assert "tierflow_queue_depth 1.0" in metrics
         assert await c.runs.list(other) == []  # nothing half-written
         small.backend.enqueue(Reply.text("done"))
         RELEASE.set()

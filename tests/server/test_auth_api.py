@@ -112,7 +112,7 @@ async def test_a_key_past_its_run_limit_gets_429_and_other_keys_do_not(tmp_path:
             assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
             assert "limit 1" in r.json()["detail"]
             metrics = (await http.get("/metrics")).text
-        assert 'tierflow_runs_rejected_total{reason="key_limit"} 1' in metrics
+        assert 'tierflow_runs_rejected_total{reason="key_limit"} 1.0' in metrics
         srv.backend.enqueue(Reply.text("hello bob"))
         bobs = (await bob.threads.create())["thread_id"]
         values: Any = await bob.runs.wait(bobs, "clerk", input=QUESTION)

@@ -207,13 +207,13 @@ async def test_two_workers_share_the_runs(tmp_path: Path) -> None:
             assert (await c.runs.get(run["thread_id"], run["run_id"]))["status"] == "success"
         async with httpx.AsyncClient(base_url=cl.url) as http:
             deadline = time.monotonic() + 5  # the API notices an ended run within 0.1 s
-            while 'tierflow_runs_total{status="success"} 3' not in (
+            while 'tierflow_runs_total{status="success"} 3.0' not in (
                 metrics := (await http.get("/metrics")).text
             ):
                 assert time.monotonic() < deadline, metrics
                 await asyncio.sleep(0.05)
-        assert 'tierflow_runs_total{status="interrupted"} 1' in metrics
-        assert "tierflow_queue_depth 0" in metrics
+        assert 'tierflow_runs_total{status="interrupted"} 1.0' in metrics
+        assert "tierflow_queue_depth 0.0" in metrics
 
 
 async def test_sigterm_drains_a_run_or_hands_it_back(tmp_path: Path) -> None:

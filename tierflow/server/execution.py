@@ -169,7 +169,7 @@ async def execute(
     try:
         await server.store.set_run_status(run.run_id, "running")
         await stream.publish("metadata", {"run_id": run.run_id, "attempt": attempt})
-        with workflow_span(graph, thread_id, runner.settings) as span:
+        with server.metrics.metering(), workflow_span(graph, thread_id, runner.settings) as span:
             # The thread's lease, as the Runner and the CLI take it: a run of another
             # process (a `tierflow ask --thread`, another server or worker) on this
             # thread goes first; a dead worker's lease expires after [state] lease_ttl_s.
@@ -251,7 +251,7 @@ async def _settle(
 ) -> None:
     await server.store.set_run_status(run.run_id, status, record=record, error=error)
     await server.store.touch_thread(run.thread_id)
-    server.metrics.run_finished(status, seconds, record)
+    server.metrics.run_finished(status, seconds)
     if status == "error":
         await stream.publish("error", {"error": "RunError", "message": error or "failed"})
     await stream.close()

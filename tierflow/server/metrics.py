@@ -1,81 +1,114 @@
-"""``GET /metrics``: a small hand-kept set of counters in the Prometheus text format.
+"""``GET /metrics``: the server's OpenTelemetry metrics as Prometheus text.
 
-Not the OTel metrics: the OTel Prometheus exporter is not a dependency yet, and these
-counters need none. Each comes from what the server sees: the run's final status and its
-run record (fallbacks, guardrail blocks, cost), the worker's depth, the run's duration.
+Each server has its own ``MeterProvider`` whose reader is the OTel Prometheus exporter's
+(``PrometheusMetricReader``) on a private ``prometheus_client`` registry, so two servers
+in one process never share counters; ``/metrics`` renders that registry. Two sources:
+
+- recorded by the server: ``tierflow_runs_total{status}`` when a run ends,
+  ``tierflow_runs_rejected_total{reason}`` (busy: 409; queue_full, key_limit: 429),
+  ``tierflow_run_duration_seconds`` (histogram) and ``tierflow_queue_depth`` (the
+  worker's depth, read at each scrape);
+- recorded by the run itself (``tierflow.telemetry.metrics``, sent here by
+  :meth:`ServerMetrics.metering`): ``tierflow_fallbacks_total``,
+  ``tierflow_breaker_openings_total``, ``tierflow_guardrail_blocks_total``,
+  ``tierflow_cost_USD_total`` and the ``gen_ai_client_*`` histograms. For a run on a
+  ``tierflow worker`` process the API adds the fallbacks, blocks and cost its record
+  shows, under the same names (its breaker openings stay in the worker).
+
+A run whose settings turn telemetry off (``[telemetry] enabled = false``) records none
+of the run's own metrics; the server's four still count it. With ``OTEL_*`` configuring
+an OTLP endpoint the same provider exports them there as well.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tierflow.telemetry import export_readers, metering
+from tierflow.telemetry import metrics as run_metrics
+
+_BUCKETS = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]
+
+#: The content type of the Prometheus text format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class ServerMetrics:
+    """The server's meter provider and instruments (see the module docstring)."""
+
     def __init__(self, depth: Callable[[], int]) -> None:
         self._depth = depth
-        self.runs: Counter[str] = Counter()  # by final status
-        self.fallbacks = 0
-        self.guardrail_blocks = 0
-        self.cost_usd = 0.0
-        self._latency_buckets = [0] * len(_BUCKETS)
-        self._latency_sum = 0.0
-        self._latency_count = 0
-        self.rejected: Counter[str] = Counter()  # "busy" (409), "queue_full", "key_limit" (429)
+        self.registry = CollectorRegistry(auto_describe=False)
+        reader = PrometheusMetricReader(
+            disable_target_info=True, scope_info_enabled=False, registry=self.registry
+        )
+        self.provider = MeterProvider(metric_readers=[reader, *export_readers()])
+        meter = self.provider.get_meter("tierflow.server")
+        self._runs = meter.create_counter(
+            "tierflow.runs", unit="{run}", description="Runs finished, by final status."
+        )
+        self._rejected = meter.create_counter(
+            "tierflow.runs.rejected", unit="{run}", description="Runs refused at creation."
+        )
+        self._duration = meter.create_histogram(
+            "tierflow.run.duration",
+            unit="s",
+            description="Run latency, from creation to end.",
+            explicit_bucket_boundaries_advisory=_BUCKETS,
+        )
+        meter.create_observable_gauge(
+            "tierflow.queue.depth",
+            callbacks=[self._observe_depth],
+            unit="{run}",
+            description="Runs pending or running.",
+        )
+        # Zero from the start, so a scrape shows every reason before the first refusal.
+        for reason in ("busy", "queue_full", "key_limit"):
+            self._rejected.add(0, {"reason": reason})
 
-    def run_finished(
-        self, status: str, seconds: float, record: Mapping[str, Any] | None = None
+    def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self._depth())]
+
+    @contextmanager
+    def metering(self) -> Iterator[None]:
+        """The run's own metrics (fallbacks, breakers, guardrails, cost) go here."""
+        with metering(self.provider):
+            yield
+
+    def rejected(self, reason: str) -> None:
+        self._rejected.add(1, {"reason": reason})
+
+    def run_finished(self, status: str, seconds: float) -> None:
+        """A run executed in this process ended (its own metrics are recorded already)."""
+        self._runs.add(1, {"status": status})
+        self._duration.record(seconds)
+
+    def run_finished_elsewhere(
+        self, status: str, seconds: float, record: Mapping[str, Any] | None
     ) -> None:
-        self.runs[status] += 1
-        self._latency_sum += seconds
-        self._latency_count += 1
-        for i, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                self._latency_buckets[i] += 1
-        if record:
-            steps = record.get("steps") or []
-            self.fallbacks += sum(1 for s in steps if s.get("fallback_from"))
-            verdicts = record.get("guardrails") or []
-            self.guardrail_blocks += sum(1 for g in verdicts if g.get("action") == "block")
-            self.cost_usd += float((record.get("usage") or {}).get("cost_usd") or 0.0)
+        """A run a worker process executed ended: its fallbacks, blocks and cost from the
+        record, under the names the run's own metrics use."""
+        self.run_finished(status, seconds)
+        if not record:
+            return
+        with self.metering():
+            for step in record.get("steps") or []:
+                tier, attempts = str(step.get("tier") or ""), step.get("attempts") or []
+                for attempt in attempts[:-1]:  # each backend the tier moved past
+                    run_metrics.count_fallback(tier, attempt["backend"], attempt["outcome"])
+                cost = float((step.get("usage") or {}).get("cost_usd") or 0.0)
+                backend = str(step.get("backend") or "")
+                run_metrics.add_cost(cost, {"tierflow.tier": tier, "tierflow.backend": backend})
+            for verdict in record.get("guardrails") or []:
+                if verdict.get("action") == "block":
+                    run_metrics.count_guardrail_block(verdict["stage"], verdict["name"])
 
-    def render(self) -> str:
-        lines = [
-            "# HELP tierflow_runs_total Runs finished, by final status.",
-            "# TYPE tierflow_runs_total counter",
-        ]
-        for status in sorted({"success", "error", "interrupted", *self.runs}):
-            lines.append(f'tierflow_runs_total{{status="{status}"}} {self.runs[status]}')
-        lines += [
-            "# HELP tierflow_runs_rejected_total Runs refused at creation, by reason.",
-            "# TYPE tierflow_runs_rejected_total counter",
-            *(
-                f'tierflow_runs_rejected_total{{reason="{r}"}} {self.rejected[r]}'
-                for r in ("busy", "queue_full", "key_limit")
-            ),
-            "# HELP tierflow_queue_depth Runs pending or running.",
-            "# TYPE tierflow_queue_depth gauge",
-            f"tierflow_queue_depth {self._depth()}",
-            "# HELP tierflow_run_duration_seconds Run latency, from start to end.",
-            "# TYPE tierflow_run_duration_seconds histogram",
-        ]
-        for bound, count in zip(_BUCKETS, self._latency_buckets, strict=True):
-            lines.append(f'tierflow_run_duration_seconds_bucket{{le="{bound}"}} {count}')
-        lines += [
-            f'tierflow_run_duration_seconds_bucket{{le="+Inf"}} {self._latency_count}',
-            f"tierflow_run_duration_seconds_sum {self._latency_sum:.6f}",
-            f"tierflow_run_duration_seconds_count {self._latency_count}",
-            "# HELP tierflow_fallbacks_total Steps answered by a later backend of the tier.",
-            "# TYPE tierflow_fallbacks_total counter",
-            f"tierflow_fallbacks_total {self.fallbacks}",
-            "# HELP tierflow_guardrail_blocks_total Guardrail verdicts that blocked.",
-            "# TYPE tierflow_guardrail_blocks_total counter",
-            f"tierflow_guardrail_blocks_total {self.guardrail_blocks}",
-            "# HELP tierflow_cost_usd_total Model cost of finished runs, in US dollars.",
-            "# TYPE tierflow_cost_usd_total counter",
-            f"tierflow_cost_usd_total {self.cost_usd:.6f}",
-        ]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

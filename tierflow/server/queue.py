@@ -150,7 +150,8 @@ class QueuedWorker:
         """The ended run in the API's metrics (duration: creation to the last update)."""
         run = await self.store.find_run(run_id)
         if run is not None and self.metrics is not None:
-            self.metrics.run_finished(run.status, run.updated_at - run.created_at, run.record)
+            seconds = run.updated_at - run.created_at
+            self.metrics.run_finished_elsewhere(run.status, seconds, run.record)
 
     def active(self, thread_id: str) -> list[str]:
         return [r for r, t in self._active.items() if t == thread_id]

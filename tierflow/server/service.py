@@ -173,7 +173,7 @@ class Server:
     async def _admit(self, thread_id: str, graph: str, row: ThreadRow, body: RunCreate) -> RunRow:
         busy = self.thread_busy(thread_id)
         if busy and body.multitask_strategy == "reject":
-            self.metrics.rejected["busy"] += 1
+            self.metrics.rejected("busy")
             raise HTTPException(
                 409,
                 f"thread '{thread_id}' is busy with run {self.worker.active(thread_id)[0]}; "
@@ -182,7 +182,7 @@ class Server:
         if not busy:
             await self._check(graph, thread_id, body)
         if self.worker.depth >= self.runner.settings.server.max_queue:
-            self.metrics.rejected["queue_full"] += 1
+            self.metrics.rejected("queue_full")
             raise HTTPException(
                 429, "the run queue is full; retry later", headers={"Retry-After": "2"}
             )
@@ -190,7 +190,7 @@ class Server:
         if per_key is not None and row.owner is not None:
             held = await self.store.count_unfinished(row.owner)
             if held >= per_key:
-                self.metrics.rejected["key_limit"] += 1
+                self.metrics.rejected("key_limit")
                 raise HTTPException(
                     429,
                     f"this API key has {held} runs pending or running (limit {per_key}); "

@@ -40,7 +40,9 @@ from tierflow.telemetry.content import (
 from tierflow.telemetry.metrics import instruments
 from tierflow.telemetry.resilience import record_breaker, record_retry
 from tierflow.telemetry.setup import (
+    export_readers,
     meter,
+    metering,
     recording,
     setup,
     shutdown,
@@ -71,11 +73,13 @@ __all__ = [
     "capture_setting",
     "capturing",
     "conversation_id",
+    "export_readers",
     "finish_workflow",
     "format_trace_id",
     "guardrail_span",
     "instruments",
     "meter",
+    "metering",
     "record_breaker",
     "record_retry",
     "recording",

@@ -5,7 +5,9 @@ Rules, in order, applied on each use (so they follow changes made after tierflow
 1. Telemetry switched off for the code running here (:func:`recording`; a run whose
    settings say ``[telemetry] enabled = false``): a no-op tracer and meter. No span, no
    metric, nothing installed, nothing exported.
-2. ``use_providers(...)`` (tests, benchmarks, an application wiring its own) wins while it
+2. ``metering(provider)`` sends the metrics of the code running inside (tasks it starts
+   included) to ``provider``: the server's runs feed its ``/metrics`` this way. Then
+   ``use_providers(...)`` (tests, benchmarks, an application wiring its own) wins while it
    is active.
 3. A ``TracerProvider`` / ``MeterProvider`` the application set globally, a no-op one
    included, is used as is: tierflow never adds exporters to it, and since tierflow never
@@ -79,6 +81,7 @@ _state: _State | None = None
 _override_tracer: trace.Tracer | None = None
 _override_meter: metrics.Meter | None = None
 _recording: ContextVar[bool] = ContextVar("tierflow_telemetry_recording", default=True)
+_meter_here: ContextVar[metrics.Meter | None] = ContextVar("tierflow_meter", default=None)
 _NOOP_TRACER = trace.NoOpTracer()
 _NOOP_METER = metrics.NoOpMeter("tierflow")
 # The tracer and meter of the application's providers, per provider (rule 3).
@@ -281,6 +284,9 @@ def meter() -> metrics.Meter:
     global _app_meter
     if not _recording.get():
         return _NOOP_METER
+    here = _meter_here.get()
+    if here is not None:
+        return here
     if _override_meter is not None:
         return _override_meter
     provider = metrics.get_meter_provider()
@@ -292,6 +298,30 @@ def meter() -> metrics.Meter:
     if cached is None or cached[0] is not provider:
         cached = _app_meter = (provider, provider.get_meter(*_SCOPE))
     return cached[1]
+
+
+@contextlib.contextmanager
+def metering(provider: metrics.MeterProvider) -> Iterator[None]:
+    """Send tierflow's metrics to ``provider`` for the code running inside, tasks it starts
+    included (a context variable, so concurrent servers in one process keep theirs apart).
+    ``recording(False)`` still wins: a run with telemetry off records nothing."""
+    token = _meter_here.set(provider.get_meter(*_SCOPE))
+    try:
+        yield
+    finally:
+        _meter_here.reset(token)
+
+
+def export_readers() -> list[Any]:
+    """The OTLP metric reader ``OTEL_*`` configures (or none), for a provider of one's own
+    (the server's) that should export as tierflow's would."""
+    config = _export_config("metrics")
+    exporter = _exporter("metrics", config) if config else None
+    if config is None or exporter is None:
+        return []
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    return [PeriodicExportingMetricReader(exporter)]
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from tierflow.server.deps import ServerDep
+from tierflow.server.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["system"])
 
@@ -17,6 +18,5 @@ async def ok() -> dict[str, bool]:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(srv: ServerDep) -> PlainTextResponse:
-    return PlainTextResponse(
-        srv.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
+    """The server's OpenTelemetry metrics in the Prometheus text format."""
+    return PlainTextResponse(srv.metrics.render(), media_type=CONTENT_TYPE)
