@@ -55,19 +55,9 @@ def where(note: str) -> str:
     return f"ran in {os.getpid()}"
 
 
-@tool
-def lookup(key: str) -> str:
-    """Look a key up.
-
-    Args:
-        key: The key.
-    """
-    return f"{key} = 42"
-
-
 def factory(ctx: BuildContext) -> StateGraph[GraphState]:
     """One agent with both tools."""
-    agent = Agent(name="clerk", tier="t", tools=[count, where, lookup], instructions="Use tools.")
+    agent = Agent(name="clerk", tier="t", tools=[count, where], instructions="Use tools.")
     graph: StateGraph[GraphState] = StateGraph(GraphState)
     graph.add_edge(START, add_agent(graph, agent, ctx.tiers))
     return graph

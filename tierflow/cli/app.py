@@ -496,6 +496,18 @@ def serve(
             "default [server] worker."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Start and supervise this many `tierflow worker` processes (implies "
+            "--worker-engine dbos); 0: runs execute as [server] worker says.",
+            min=0,
+        ),
+    ] = 0,
+    graph: Annotated[
+        list[str] | None,
+        typer.Option(help="A graph factory to serve as well, as NAME=module.path:factory."),
+    ] = None,
 ) -> None:
     """Serve the graphs over HTTP: the Agent Protocol / LangGraph Server API that
     langgraph-sdk speaks (OpenAPI at /docs)."""
@@ -506,6 +518,10 @@ def serve(
         _fail(f"tierflow serve needs {', '.join(missing)}: pip install 'tierflow[server]'", 2)
     if worker_engine not in (None, "inprocess", "dbos"):
         _fail(f"--worker-engine: expected inprocess or dbos (got {worker_engine!r})", 2)
+    if workers and worker_engine == "inprocess":
+        _fail("--workers: worker processes need --worker-engine dbos (or none)", 2)
+    if workers:
+        worker_engine = "dbos"
 
     def build() -> Any:
         from tierflow.runner import Runner
@@ -523,13 +539,47 @@ def serve(
 
             # Here, as one line, rather than as uvicorn's traceback of a failed startup.
             database.check(settings.state.url, settings.state.connect_timeout_s)
-        return create_app(Runner(settings), api_keys=keys)
+        return create_app(Runner(settings, graphs=_graphs(graph)), api_keys=keys), settings
 
-    server_app = _guard(build)
+    server_app, settings = _guard(build)
     import uvicorn
 
+    server = uvicorn.Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning"))
     print(f"serving on http://{host}:{port} (OpenAPI at /docs)", flush=True)
-    uvicorn.run(server_app, host=host, port=port, log_level="warning")
+    if not workers:
+        server.run()
+        return
+    from tierflow.server.supervisor import WorkerPool
+
+    args = [*(["--config", str(config)] if config else []), *(f"--graph={g}" for g in graph or [])]
+    grace = settings.server.drain_s + 10
+    pool = WorkerPool(workers, args, name=str(port), grace_s=grace, say=_say)
+    pool.start_when(lambda: server.started, lambda: server.should_exit)
+    # uvicorn re-raises the signal that stopped it once its own handlers are gone: caught
+    # here, so the workers are stopped (drained) before this process exits, with 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        pool.stop()
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _graphs(specs: list[str] | None) -> dict[str, Any]:
+    """``--graph NAME=module.path:factory`` options as the Runner's graphs."""
+    from tierflow.graphs.registry import get_graph
+
+    graphs: dict[str, Any] = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise UserError(f"--graph: expected NAME=module.path:factory (got {spec!r})")
+        graphs[name] = get_graph(path)
+    return graphs
 
 
 @app.command()
@@ -542,6 +592,9 @@ def worker(
     worker_id: Annotated[
         str | None, typer.Option("--id", help="This worker's id (default: host-pid-random).")
     ] = None,
+    exit_with_parent: Annotated[
+        bool, typer.Option(hidden=True, help="Stop when the parent process is gone.")
+    ] = False,
 ) -> None:
     """Execute the runs that `tierflow serve --worker-engine dbos` queues (one process;
     start several to share the load). SIGTERM drains, then hands the rest back."""
@@ -552,22 +605,15 @@ def worker(
         _fail(f"tierflow worker needs {', '.join(missing)}: pip install 'tierflow[server]'", 2)
 
     def build() -> Any:
-        from tierflow.graphs.registry import get_graph
         from tierflow.runner import Runner
         from tierflow.settings import load_settings
 
-        graphs: dict[str, Any] = {}
-        for spec in graph or []:
-            name, sep, path = spec.partition("=")
-            if not sep:
-                raise UserError(f"--graph: expected NAME=module.path:factory (got {spec!r})")
-            graphs[name] = get_graph(path)
-        return Runner(load_settings(config), graphs=graphs)
+        return Runner(load_settings(config), graphs=_graphs(graph))
 
     runner = _guard(build)
     from tierflow.server.executor import run_worker
 
-    run_worker(runner, executor_id=worker_id)
+    run_worker(runner, executor_id=worker_id, exit_with_parent=exit_with_parent)
 
 
 @app.command()

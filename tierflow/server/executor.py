@@ -77,13 +77,20 @@ def default_executor_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def run_worker(runner: Runner, *, executor_id: str | None = None) -> None:
-    """Execute queued runs until SIGTERM/SIGINT (see the module docstring)."""
-    asyncio.run(_Worker(runner, executor_id or default_executor_id()).main())
+def run_worker(
+    runner: Runner, *, executor_id: str | None = None, exit_with_parent: bool = False
+) -> None:
+    """Execute queued runs until SIGTERM/SIGINT, or until the parent process is gone with
+    ``exit_with_parent`` (a worker ``tierflow serve --workers`` started); see the module
+    docstring."""
+    worker = _Worker(runner, executor_id or default_executor_id())
+    worker.parent = os.getppid() if exit_with_parent else None
+    asyncio.run(worker.main())
 
 
 class _Worker:
     def __init__(self, runner: Runner, executor_id: str) -> None:
+        self.parent: int | None = None  # stop when reparented away from this pid
         self.runner = runner
         self.settings = runner.settings
         self.executor_id = executor_id
@@ -180,6 +187,9 @@ class _Worker:
         """Heartbeat, hand over dead peers' runs, stop runs whose workflow was cancelled."""
         lease = self.settings.server.worker_lease_s
         while True:
+            if self.parent is not None and os.getppid() != self.parent:
+                log.warning("the process that started this worker is gone: stopping")
+                self.stopping.set()
             try:
                 if self.draining:
                     await self.off(beats.beat)
