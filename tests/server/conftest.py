@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -179,3 +182,36 @@ async def hold_run(c: LangGraphClient, served: Served, thread_id: str) -> dict[s
     run = await c.runs.create(thread_id, "waiter", input=QUESTION)
     assert HOLDING.wait(15), "the run never reached its tool"
     return dict(run)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purpose
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
+
+
+async def until_true(check: Any, what: str, limit_s: float = 40) -> Any:
+    """Poll ``check()`` (bounded) until it returns something true; return that."""
+    deadline = time.monotonic() + limit_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+    return found
+
+
+def start_cli(
+    args: list[str], env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """``tierflow ARGS`` in a subprocess, its output in ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tierflow", *args],
+        env=env,
+        cwd=cwd,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )

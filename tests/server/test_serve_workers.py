@@ -10,9 +10,6 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,38 +18,10 @@ from langgraph_sdk import get_client
 
 from tierflow.testing import Reply, ScriptedServer
 
-from .conftest import QUESTION, free_port
+from .conftest import QUESTION, alive, free_port, start_cli, until_true
 from .worker_graph import DIR_ENV
 
 HERE = Path(__file__).parent
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purpose
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
-
-
-async def _until(check: Any, what: str, limit_s: float = 40) -> Any:
-    deadline = time.monotonic() + limit_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
-    return found
-
-
-def _start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tierflow", *args],
-        env=env,
-        cwd=cwd,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 async def test_serve_starts_supervises_and_stops_its_workers(tmp_path: Path) -> None:
@@ -77,7 +46,7 @@ async def test_serve_starts_supervises_and_stops_its_workers(tmp_path: Path) -> 
         log = tmp_path / "serve.log"
         args = ["serve", "--config", str(config), "--port", str(port), "--workers", "2"]
         args += ["--graph", "clerk=worker_graph:factory"]
-        api = _start(args, env, tmp_path, log)
+        api = start_cli(args, env, tmp_path, log)
         try:
 
             def started() -> dict[str, int]:
@@ -87,7 +56,7 @@ async def test_serve_starts_supervises_and_stops_its_workers(tmp_path: Path) -> 
                 ready = len(re.findall(r"worker \S+ ready", text))
                 return {k: int(v) for k, v in found.items()} if ready >= 2 else {}
 
-            workers = await _until(started, "the workers never got ready")
+            workers = await until_true(started, "the workers never got ready")
             assert len(workers) == 2 and api.pid not in workers.values()
             c = get_client(url=f"http://127.0.0.1:{port}", api_key=None)
             runs = []
@@ -101,7 +70,9 @@ async def test_serve_starts_supervises_and_stops_its_workers(tmp_path: Path) -> 
                 return pids if len(pids) >= 4 else []
 
             # Two runs on each worker (max_concurrency 2 each), none in the API process.
-            assert set(await _until(calls, "the runs never all started")) == set(workers.values())
+            assert set(await until_true(calls, "the runs never all started")) == set(
+                workers.values()
+            )
             # kill -9 one worker: serve starts it again under its id, which takes its runs
             victim_id, victim = next(iter(workers.items()))
             os.kill(victim, signal.SIGKILL)
@@ -109,8 +80,8 @@ async def test_serve_starts_supervises_and_stops_its_workers(tmp_path: Path) -> 
             def restarted() -> int:
                 return started().get(victim_id, victim) != victim and started()[victim_id]
 
-            again = await _until(restarted, "the killed worker was not started again")
-            assert _alive(again)
+            again = await until_true(restarted, "the killed worker was not started again")
+            assert alive(again)
             (tmp_path / "gate").write_text("")
             for run in runs:
                 await asyncio.wait_for(c.runs.join(run["thread_id"], run["run_id"]), 30)
@@ -136,4 +107,4 @@ async def test_serve_starts_supervises_and_stops_its_workers(tmp_path: Path) -> 
         assert code == 0, log.read_text()
         # Stopping the API stopped its workers.
         for pid in [*workers.values(), again]:
-            assert not _alive(pid), f"worker {pid} outlived the API"
+            assert not alive(pid), f"worker {pid} outlived the API"

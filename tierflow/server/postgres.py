@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tierflow import database
 from tierflow.errors import DatabaseUnavailable
-from tierflow.server.store import RunRow, ThreadRow
+from tierflow.server.store import ACTIVE_SQL, RunRow, ThreadRow
 from tierflow.settings import StateSettings
 
 #: The first key of the servers' liveness locks (the second is each server's own key).
@@ -200,23 +200,50 @@ class PostgresStore:
 
     # runs
 
-    async def create_run(self, run: RunRow) -> None:
-        await self._write(
-            f"INSERT INTO runs ({_RUN_COLUMNS}, server_key) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, %s)",
-            (
-                run.run_id,
-                run.thread_id,
-                run.assistant_id,
-                run.created_at,
-                run.updated_at,
-                run.status,
-                Jsonb(run.metadata),
-                run.multitask_strategy,
-                Jsonb(json.loads(json.dumps(run.kwargs, default=str))),
-                self._key,
-            ),
+    async def create_run(self, run: RunRow, *, if_idle: bool = False) -> bool:
+        """Store ``run``; with ``if_idle``, only if no run of its thread is pending or
+        running: the thread's row is locked first, so two servers racing on one thread
+        take turns and the second sees the first's run."""
+        idle = f" WHERE NOT EXISTS ({ACTIVE_SQL.format('%s')})" if if_idle else ""
+        args = (
+            run.run_id,
+            run.thread_id,
+            run.assistant_id,
+            run.created_at,
+            run.updated_at,
+            run.status,
+            Jsonb(run.metadata),
+            run.multitask_strategy,
+            Jsonb(json.loads(json.dumps(run.kwargs, default=str))),
+            self._key,
+            *([run.thread_id] if if_idle else []),
         )
+        insert = (
+            f"INSERT INTO runs ({_RUN_COLUMNS}, server_key) "
+            "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL::jsonb, NULL::text, %s" + idle
+        )
+        async with self._pool.connection() as conn, conn.transaction():
+            if if_idle:
+                await conn.execute(
+                    "SELECT 1 FROM threads WHERE thread_id = %s FOR UPDATE", (run.thread_id,)
+                )
+            cur = await conn.execute(insert, args)
+            return int(cur.rowcount) > 0
+
+    async def active_runs(self, thread_id: str) -> list[str]:
+        rows = await self._rows(
+            "SELECT run_id FROM runs WHERE thread_id = %s AND status IN ('pending', 'running') "
+            "ORDER BY created_at",
+            (thread_id,),
+        )
+        return [str(r["run_id"]) for r in rows]
+
+    async def cancelled_among(self, run_ids: Sequence[str]) -> list[str]:
+        rows = await self._rows(
+            "SELECT run_id FROM runs WHERE status = 'interrupted' AND run_id = ANY(%s)",
+            (list(run_ids),),
+        )
+        return [str(r["run_id"]) for r in rows]
 
     async def set_run_status(
         self,
@@ -276,10 +303,17 @@ class PostgresStore:
 
     async def cancel_pending(self, run_id: str) -> bool:
         """Mark a run that no worker started yet ``interrupted``; False if one did."""
+        return await self._cancel(run_id, ["pending"])
+
+    async def cancel_run(self, run_id: str) -> bool:
+        """Mark a pending or running run ``interrupted`` (its server stops it)."""
+        return await self._cancel(run_id, ["pending", "running"])
+
+    async def _cancel(self, run_id: str, among: list[str]) -> bool:
         changed = await self._write(
             "UPDATE runs SET status = 'interrupted', error = 'cancelled', updated_at = %s "
-            "WHERE run_id = %s AND status = 'pending'",
-            (time.time(), run_id),
+            "WHERE run_id = %s AND status = ANY(%s)",
+            (time.time(), run_id, among),
         )
         return changed > 0
 

@@ -23,6 +23,7 @@ from tierflow.server.store import RunRow, Store, ThreadRow, iso
 from tierflow.server.wire import interrupts, jsonable, state_values, update_values
 from tierflow.server.worker import InProcessWorker, QueueFull, RunJob, Worker
 
+_POLL_S = 0.1  # how often a run of another server process is looked up in the store
 _SYSTEM_TIME = iso(0.0)  # assistants are the registered graphs: they have no history
 _ASSISTANT_NS = uuid.UUID("6f0b1c7e-8a43-4c51-9d7e-2f1d0c4b7a10")
 
@@ -44,9 +45,18 @@ class Server:
         self.worker: Worker = worker or _default_worker(runner, store, self.metrics)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    # the one busy check: the thread leases (issue 11) plug in here
-    def thread_busy(self, thread_id: str) -> bool:
-        return bool(self.worker.active(thread_id))
+    async def thread_busy(self, thread_id: str) -> bool:
+        """The one busy check: a run of the thread pending or running in the store, which
+        every server process on the database shares."""
+        return bool(await self.store.active_runs(thread_id))
+
+    async def join(self, run_id: str) -> None:
+        """Return when the run has ended, whichever server process executes it."""
+        await self.worker.join(run_id)
+        while True:
+            if await self.store.run_status(run_id) not in ("pending", "running"):
+                return
+            await asyncio.sleep(_POLL_S)  # another process's run
 
     # assistants
 
@@ -112,7 +122,7 @@ class Server:
         last = await self.store.list_runs(row.thread_id, 1, 0)
         if last and last[0].status == "error":
             view["status"] = "error"
-        if self.thread_busy(row.thread_id):
+        if await self.thread_busy(row.thread_id):
             view["status"] = "busy"
         return view
 
@@ -171,14 +181,10 @@ class Server:
                 self._locks[thread_id] = (lock, users - 1)
 
     async def _admit(self, thread_id: str, graph: str, row: ThreadRow, body: RunCreate) -> RunRow:
-        busy = self.thread_busy(thread_id)
+        active = await self.store.active_runs(thread_id)
+        busy = bool(active)
         if busy and body.multitask_strategy == "reject":
-            self.metrics.rejected("busy")
-            raise HTTPException(
-                409,
-                f"thread '{thread_id}' is busy with run {self.worker.active(thread_id)[0]}; "
-                "retry later or use multitask_strategy enqueue or interrupt",
-            )
+            raise self._busy(thread_id, active)
         if not busy:
             await self._check(graph, thread_id, body)
         if self.worker.depth >= self.runner.settings.server.max_queue:
@@ -199,8 +205,11 @@ class Server:
                 )
         interrupted = False
         if busy and body.multitask_strategy == "interrupt":
-            for run_id in self.worker.active(thread_id):
-                interrupted |= await self.worker.cancel(run_id, wait=True)
+            for run_id in active:
+                # Ours: cancelled and awaited. Another server's: marked, and that server
+                # stops it; the new run then waits for the thread's lease (execution).
+                stopped = await self.worker.cancel(run_id, wait=True)
+                interrupted |= stopped or await self.store.cancel_run(run_id)
         now = time.time()
         run = RunRow(
             run_id=str(uuid.uuid4()),
@@ -213,7 +222,9 @@ class Server:
             metadata=body.metadata,
             kwargs=jsonable(body.model_dump(include={"input", "command", "stream_mode"})),
         )
-        await self.store.create_run(run)
+        if not await self.store.create_run(run, if_idle=body.multitask_strategy == "reject"):
+            # another server's run took the thread since the check above
+            raise self._busy(thread_id, await self.store.active_runs(thread_id))
         if row.metadata.get("graph_id") != graph:
             await self.store.update_thread(thread_id, {"graph_id": graph, "assistant_id": graph})
         store = self.store
@@ -232,6 +243,14 @@ class Server:
             await store.delete_run(run.run_id)
             raise HTTPException(429, str(exc), headers={"Retry-After": "2"}) from None
         return run
+
+    def _busy(self, thread_id: str, active: list[str]) -> HTTPException:
+        self.metrics.rejected("busy")
+        return HTTPException(
+            409,
+            f"thread '{thread_id}' is busy with run {active[0] if active else '?'}; "
+            "retry later or use multitask_strategy enqueue or interrupt",
+        )
 
     async def _check(self, graph: str, thread_id: str, body: RunCreate) -> None:
         """409 now, rather than a failed run, for what the thread's state refuses."""
@@ -253,7 +272,9 @@ def _default_worker(runner: Runner, store: Store, metrics: ServerMetrics) -> Wor
         from tierflow.server.queue import QueuedWorker
 
         return QueuedWorker(runner.settings, store, metrics)
-    return InProcessWorker(max_queue=limits.max_queue, max_concurrency=limits.max_concurrency)
+    return InProcessWorker(
+        max_queue=limits.max_queue, max_concurrency=limits.max_concurrency, store=store
+    )
 
 
 def _state(snapshot: Any, thread_id: str) -> dict[str, Any]:

@@ -57,6 +57,9 @@ CREATE INDEX IF NOT EXISTS run_events_by_run ON run_events(run_id, id);
 #: What a run ends in: the worker that ran it wrote its last word.
 FINAL = ("success", "error", "interrupted", "timeout")
 
+#: A pending or running run of thread ``{}`` exists (the stores' busy check).
+ACTIVE_SQL = "SELECT 1 FROM runs WHERE thread_id = {} AND status IN ('pending', 'running')"
+
 
 def iso(ts: float) -> str:
     """A timestamp as the API shows it (ISO 8601, UTC)."""
@@ -115,7 +118,10 @@ class Store(Protocol):
     async def update_thread(self, thread_id: str, metadata: Mapping[str, Any]) -> None: ...
     async def touch_thread(self, thread_id: str) -> None: ...
     async def delete_thread(self, thread_id: str) -> bool: ...
-    async def create_run(self, run: RunRow) -> None: ...
+    async def create_run(self, run: RunRow, *, if_idle: bool = False) -> bool: ...
+    async def active_runs(self, thread_id: str) -> list[str]: ...
+    async def cancel_run(self, run_id: str) -> bool: ...
+    async def cancelled_among(self, run_ids: Sequence[str]) -> list[str]: ...
     async def set_run_status(
         self,
         run_id: str,
@@ -246,9 +252,12 @@ class SqliteStore:
 
     # runs
 
-    async def create_run(self, run: RunRow) -> None:
-        await self._write(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    async def create_run(self, run: RunRow, *, if_idle: bool = False) -> bool:
+        """Store ``run``; with ``if_idle``, only if no run of its thread is pending or
+        running (one statement: two servers racing on one thread cannot both pass)."""
+        idle = f" WHERE NOT EXISTS ({ACTIVE_SQL.format('?')})" if if_idle else ""
+        return await self._write(
+            "INSERT INTO runs SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?" + idle,
             (
                 run.run_id,
                 run.thread_id,
@@ -261,8 +270,27 @@ class SqliteStore:
                 json.dumps(run.kwargs, default=str),
                 None,
                 None,
+                *([run.thread_id] if if_idle else []),
             ),
+        ) > 0
+
+    async def active_runs(self, thread_id: str) -> list[str]:
+        """The thread's runs pending or running (in any server process), oldest first."""
+        rows = await self._rows(
+            "SELECT run_id FROM runs WHERE thread_id = ? AND status IN ('pending', 'running') "
+            "ORDER BY created_at",
+            (thread_id,),
         )
+        return [str(r[0]) for r in rows]
+
+    async def cancelled_among(self, run_ids: Sequence[str]) -> list[str]:
+        """Those of ``run_ids`` marked ``interrupted`` (by another server's ``interrupt``)."""
+        marks = ", ".join("?" * len(run_ids))
+        rows = await self._rows(
+            f"SELECT run_id FROM runs WHERE status = 'interrupted' AND run_id IN ({marks})",
+            list(run_ids),
+        )
+        return [str(r[0]) for r in rows]
 
     async def set_run_status(
         self,
@@ -321,10 +349,18 @@ class SqliteStore:
 
     async def cancel_pending(self, run_id: str) -> bool:
         """Mark a run that no worker started yet ``interrupted``; False if one did."""
+        return await self._cancel(run_id, "('pending')")
+
+    async def cancel_run(self, run_id: str) -> bool:
+        """Mark a pending or running run ``interrupted``; the server executing it sees the
+        mark (``cancelled_among``) and stops it. False if it had ended."""
+        return await self._cancel(run_id, "('pending', 'running')")
+
+    async def _cancel(self, run_id: str, among: str) -> bool:
         return (
             await self._write(
                 "UPDATE runs SET status = 'interrupted', error = 'cancelled', updated_at = ? "
-                "WHERE run_id = ? AND status = 'pending'",
+                f"WHERE run_id = ? AND status IN {among}",
                 (time.time(), run_id),
             )
             > 0

@@ -18,13 +18,19 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from tierflow.server.stream import RunStream
 
 log = logging.getLogger("tierflow.server")
+
+
+class CancelMarks(Protocol):
+    """The store's view of runs cancelled by another server process."""
+
+    async def cancelled_among(self, run_ids: Sequence[str]) -> list[str]: ...
 
 
 class QueueFull(Exception):
@@ -79,8 +85,14 @@ class InProcessWorker:
 
     KEEP_STREAMS = 256  # finished runs whose events stay available to join_stream
 
-    def __init__(self, *, max_queue: int, max_concurrency: int) -> None:
+    WATCH_S = 0.5  # how often the store is asked which running runs another server cancelled
+
+    def __init__(
+        self, *, max_queue: int, max_concurrency: int, store: CancelMarks | None = None
+    ) -> None:
         self.max_queue = max_queue
+        self._store = store
+        self._watch: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._by_thread: dict[str, list[str]] = {}
@@ -91,7 +103,25 @@ class InProcessWorker:
         return len(self._tasks)
 
     async def open(self) -> None:
-        return None
+        if self._store is not None:
+            self._watch = asyncio.create_task(self._watch_marks(self._store), name="run-marks")
+
+    async def _watch_marks(self, store: CancelMarks) -> None:
+        """Cancel the runs that another server process marked ``interrupted`` (its
+        ``interrupt`` strategy on a thread whose run executes here)."""
+        while True:
+            await asyncio.sleep(self.WATCH_S)
+            if not self._tasks:
+                continue
+            try:
+                marked = await store.cancelled_among(list(self._tasks))
+            except Exception:  # a busy or unreachable store: ask again at the next tick
+                log.warning("could not read cancelled runs", exc_info=True)
+                continue
+            for run_id in marked:
+                task = self._tasks.get(run_id)
+                if task is not None:
+                    task.cancel()
 
     def submit(self, job: RunJob) -> None:
         if len(self._tasks) >= self.max_queue:
@@ -150,6 +180,8 @@ class InProcessWorker:
             await asyncio.wait([task])
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

@@ -84,7 +84,7 @@ async def wait_run(
 ) -> dict[str, Any]:
     run = await srv.create_run(thread_id, body, owner)
     response.headers.update(_where(run, "join"))
-    await srv.worker.join(run.run_id)
+    await srv.join(run.run_id)
     return await _final(srv, run)
 
 
@@ -170,7 +170,7 @@ async def cancel_run(
 @router.get("/{run_id}/join")
 async def join_run(thread_id: str, run_id: str, srv: ServerDep, owner: Caller) -> dict[str, Any]:
     run = await _run(srv, thread_id, run_id, owner)
-    await srv.worker.join(run.run_id)
+    await srv.join(run.run_id)
     return await _final(srv, run)
 
 

@@ -49,7 +49,7 @@ async def update_thread(
 @router.delete("/{thread_id}", status_code=204)
 async def delete_thread(thread_id: str, srv: ServerDep, owner: Caller) -> Response:
     await srv.thread(thread_id, owner)
-    if srv.thread_busy(thread_id):
+    if await srv.thread_busy(thread_id):
         raise HTTPException(409, f"thread '{thread_id}' has a run in progress; cancel it first")
     # The row first: a crash in between leaves unreachable checkpoints, never a thread
     # that lost its conversation.
