@@ -50,8 +50,7 @@ async def test_multitask_strategies_hold_across_two_server_processes(
             f'state_dir = "{tmp_path / "state"}"\n'
             '[tiers.t]\nbackends = ["vllm:scripted-model"]\n'
             f'[backends.vllm]\nbase_url = "{backend.base_url}"\ntool_calling = "native"\n'
-            "[telemetry]\nenabled = false\n"
-            + (f'[state]\ndatabase_url = "{url}"\n' if url else "")
+            "[telemetry]\nenabled = false\n" + (f'[state]\ndatabase_url = "{url}"\n' if url else "")
         )
         env = {**os.environ, "PYTHONPATH": str(HERE), DIR_ENV: str(tmp_path)}
         ports = [free_port(), free_port()]

@@ -256,23 +256,26 @@ class SqliteStore:
         """Store ``run``; with ``if_idle``, only if no run of its thread is pending or
         running (one statement: two servers racing on one thread cannot both pass)."""
         idle = f" WHERE NOT EXISTS ({ACTIVE_SQL.format('?')})" if if_idle else ""
-        return await self._write(
-            "INSERT INTO runs SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?" + idle,
-            (
-                run.run_id,
-                run.thread_id,
-                run.assistant_id,
-                run.created_at,
-                run.updated_at,
-                run.status,
-                json.dumps(run.metadata),
-                run.multitask_strategy,
-                json.dumps(run.kwargs, default=str),
-                None,
-                None,
-                *([run.thread_id] if if_idle else []),
-            ),
-        ) > 0
+        return (
+            await self._write(
+                "INSERT INTO runs SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?" + idle,
+                (
+                    run.run_id,
+                    run.thread_id,
+                    run.assistant_id,
+                    run.created_at,
+                    run.updated_at,
+                    run.status,
+                    json.dumps(run.metadata),
+                    run.multitask_strategy,
+                    json.dumps(run.kwargs, default=str),
+                    None,
+                    None,
+                    *([run.thread_id] if if_idle else []),
+                ),
+            )
+            > 0
+        )
 
     async def active_runs(self, thread_id: str) -> list[str]:
         """The thread's runs pending or running (in any server process), oldest first."""
