@@ -1,6 +1,7 @@
 """Runs on ``tierflow worker`` processes through the DBOS queue (``[server] worker =
 "dbos"``), all real: the API on uvicorn (127.0.0.1) in this process, two worker
-subprocesses, the queue and the store in SQLite files of one state dir, a ScriptedServer
+subprocesses, the queue and the store in SQLite files of one state dir (the kill -9 test
+also in PostgreSQL: DBOS on the state's database), a ScriptedServer
 as the model, ``langgraph-sdk`` as the client, and ``kill -9``.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
@@ -49,17 +51,19 @@ class Cluster:
         return next(w for w in self.workers if w.pid == pid)
 
 
-def _config(tmp: Path, backend: ScriptedServer, concurrency: int = 2, queue: int = 4) -> Path:
+def _config(tmp: Path, backend: ScriptedServer, database_url: str | None = None) -> Path:
     path = tmp / "tierflow.toml"
     path.write_text(
         f'state_dir = "{tmp / "state"}"\n'
         '[tiers.t]\nbackends = ["vllm:scripted-model"]\n'
         f'[backends.vllm]\nbase_url = "{backend.base_url}"\ntool_calling = "native"\n'
         "[telemetry]\nenabled = false\n"
-        f'[server]\nworker = "dbos"\nmax_concurrency = {concurrency}\nmax_queue = {queue}\n'
+        '[server]\nworker = "dbos"\nmax_concurrency = 2\nmax_queue = 4\n'
         "worker_lease_s = 1.5\ndrain_s = 2\n"
         # a dead worker's thread lease lapses as fast as its queue lease
         "[state]\nlease_ttl_s = 1.5\n"
+        # state, leases and (by default) the DBOS queue in PostgreSQL
+        + (f'database_url = "{database_url}"\n' if database_url else "")
     )
     return path
 
@@ -92,11 +96,11 @@ def _wait_ready(work: Path, workers: list[subprocess.Popen[bytes]], names: list[
 
 
 @contextlib.contextmanager
-def cluster(tmp: Path, concurrency: int = 2, queue: int = 4) -> Iterator[Cluster]:
+def cluster(tmp: Path, database_url: str | None = None) -> Iterator[Cluster]:
     work = tmp / "work"
     work.mkdir()
     with ScriptedServer() as backend:
-        config = _config(tmp, backend, concurrency, queue)
+        config = _config(tmp, backend, database_url)
         runner = Runner(load_settings(config), graphs={"clerk": factory})
         port = free_port()
         uv = uvicorn.Server(
@@ -134,10 +138,13 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
 async def test_kill9_mid_run_hands_the_run_over_without_repeating_a_tool_call(
-    tmp_path: Path,
+    tmp_path: Path, db: str, request: pytest.FixtureRequest
 ) -> None:
-    with cluster(tmp_path) as cl:
+    # On PostgreSQL the queue is DBOS on the state's database ([server] queue_url unset).
+    url = request.getfixturevalue("postgres").new_database("queue") if db == "postgres" else None
+    with cluster(tmp_path, url) as cl:
         # Call 1 runs the tool; call 2 (after the tool's result is checkpointed) stalls.
         cl.backend.enqueue(Reply.tool_calls([("count", {"note": "a"})]), Fault.stall(60))
         c = cl.client()
@@ -168,7 +175,7 @@ async def test_kill9_mid_run_hands_the_run_over_without_repeating_a_tool_call(
         assert attempts == [1, 2]
         assert parts[-1].event == "values"
         assert parts[-1].data["messages"][-1]["content"] == "Counted once."
-        print(f"kill -9 to completion on the other worker: {handed_over:.2f} s")
+        print(f"{db}: kill -9 to completion on the other worker: {handed_over:.2f} s")
 
 
 async def test_two_workers_share_the_runs(tmp_path: Path) -> None:

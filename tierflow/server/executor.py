@@ -214,7 +214,11 @@ class _Beats:
 
         self.sa = sa
         args = {"timeout": 30} if url.startswith("sqlite") else {}
-        self.engine = sa.create_engine(url, connect_args=args)
+        target = sa.make_url(url)
+        if target.drivername in ("postgresql", "postgres"):
+            # psycopg 3, as DBOS itself uses (SQLAlchemy's default is psycopg2, not installed)
+            target = target.set(drivername="postgresql+psycopg")
+        self.engine = sa.create_engine(target, connect_args=args)
         self.executor_id = executor_id
         with self.engine.begin() as c:
             c.execute(sa.text(_BEATS))
