@@ -15,8 +15,10 @@ or serialise it as JSON (the server streams the same shapes)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+from langchain_core.messages import AIMessage
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from tierflow.record import RunRecord
@@ -89,3 +91,28 @@ def parse_event(raw: dict[str, Any]) -> RunEvent | None:
         return _ADAPTER.validate_python({**raw, "type": kind})
     except ValueError:
         return None
+
+
+#: Receives a run's raw progress events (``Runner.ask(on_event=...)``).
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+async def consume(stream: Any, on_event: EventHandler | None) -> dict[str, Any]:
+    """Drain a graph stream: forward events, return the last full state."""
+    state: dict[str, Any] = {}
+    async for mode, chunk in stream:
+        if mode == "values":
+            state = chunk
+        elif on_event is None:
+            continue
+        elif mode == "custom":
+            on_event(chunk)
+        else:
+            message, meta = chunk
+            # Only what a model produced (it carries ls_model_type), not the copies nodes
+            # write to the state.
+            from_model = "ls_model_type" in meta
+            if from_model and isinstance(message, AIMessage) and message.content:
+                node = meta.get("langgraph_node")
+                on_event({"event": "token", "node": node, "text": message.content})
+    return state

@@ -13,44 +13,36 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-import aiosqlite
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from langgraph.graph import START, StateGraph
 from langgraph.types import Command
 from opentelemetry.trace import Status, StatusCode
 
-from tierflow import database
 from tierflow.agents.agent import Agent
-from tierflow.agents.node import add_agent
 from tierflow.agents.policy import TICKET_KEY, RunPolicy, RunTicket, run_guards
 from tierflow.budget import BudgetExceeded
 from tierflow.errors import UserError
 from tierflow.graphs.context import BuildContext, GraphFactory
-from tierflow.graphs.registry import GraphEntry, get_entry, graph_names
-from tierflow.graphs.stages import compile_graph
+from tierflow.graphs.registry import GraphEntry
 from tierflow.guardrails.base import Guardrail
 from tierflow.models.tiers import Tier, TierSet
 from tierflow.record import RunRecord
+from tierflow.runner.catalog import GraphCatalog
 from tierflow.runner.control import INTERRUPT, check_thread, read_thread
-from tierflow.runner.events import RunEvent, RunFinished, parse_event
+from tierflow.runner.decisions import Decision, resume_command
+from tierflow.runner.events import EventHandler, RunEvent, RunFinished, consume, parse_event
 from tierflow.runner.guards import guard_partial
 from tierflow.runner.lease import BusyStrategy, ThreadLeases, leases_for
 from tierflow.runner.record import run_record
+from tierflow.runner.saver import open_saver
 from tierflow.settings import BudgetSettings, TierflowSettings, load_settings
-from tierflow.state import GraphState
 from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
-
-EventHandler = Callable[[dict[str, Any]], None]
-#: An approval decision: "approve", "reject", or {"action": "approve", "args": {...}}.
-Decision = Literal["approve", "reject"] | Mapping[str, Any]
 
 MAX_QUESTION_CHARS = 100_000
 
@@ -98,14 +90,9 @@ class Runner:
         self.deps = deps
         #: Each run's limits (``[budget]`` unless given); ``ask(budget=...)`` overrides.
         self.budget = budget or self.settings.budget
-        self._guardrails = tuple(guardrails)  # added to every graph's stages
         self.tiers = TierSet.from_settings(self.settings, overrides=tiers)
-        # This runner's own graphs, looked up before the process-wide registry.
-        self._graphs: dict[str, GraphEntry] = {
-            name: g if isinstance(g, GraphEntry) else GraphEntry(g)
-            for name, g in (graphs or {}).items()
-        }
         self.context = BuildContext(self.tiers, self.settings)
+        self.graphs = GraphCatalog(graphs or {}, self.context, guardrails)
         self.checkpoint_path = checkpoint_path or self.settings.state_dir / "checkpoints.sqlite"
         self._checkpointer = checkpointer
         state = self.settings.state
@@ -114,7 +101,6 @@ class Runner:
         )
         self._stack: AsyncExitStack | None = None
         self._saver: BaseCheckpointSaver[Any] | None = None
-        self._apps: dict[tuple[str, int], Any] = {}
         self._clients_built = False
 
     async def _build_clients(self) -> None:
@@ -199,37 +185,12 @@ class Runner:
     async def aclose(self) -> None:
         """Close the checkpointer (``async with`` does this)."""
         stack, self._stack, self._saver = self._stack, None, None
-        self._apps.clear()
+        self.graphs.forget()
         if stack is not None:
             await stack.aclose()
 
-    @asynccontextmanager
-    async def _open_saver(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-        if self._checkpointer is not None:
-            yield self._checkpointer
-            return
-        if self.settings.state.url:
-            async with _postgres_saver(self.settings) as saver:
-                yield saver
-            return
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        # Opened by hand rather than with AsyncSqliteSaver.from_conn_string: a runner left
-        # open when its event loop ends must not hold the interpreter at exit (aiosqlite's
-        # worker thread is not a daemon) nor leave two nested async generators for the loop
-        # to finalise (which printed "aclose(): asynchronous generator is already running").
-        # Several processes (a server's workers) may write the file: wait for their locks.
-        conn = aiosqlite.connect(str(self.checkpoint_path), timeout=30)
-        conn._thread.daemon = True  # aiosqlite has no option for it
-        await conn
-        try:
-            saver = AsyncSqliteSaver(conn)
-            await saver.setup()  # WAL journal
-            # In WAL mode NORMAL keeps every committed checkpoint through a process crash
-            # (SIGKILL); only an OS crash can lose the last ones. FULL cost ~10 ms a run.
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            yield saver
-        finally:
-            await conn.close()
+    def _open_saver(self) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
+        return open_saver(self.settings, self.checkpoint_path, self._checkpointer)
 
     def hold(self, thread_id: str, on_busy: BusyStrategy = "reject") -> Any:
         """The thread's lease for one run, per ``[state]``."""
@@ -238,47 +199,23 @@ class Runner:
             thread_id, strategy=on_busy, ttl_s=state.lease_ttl_s, wait_s=state.lease_wait_s
         )
 
-    def _entry(self, graph: str) -> GraphEntry:
-        return self._graphs.get(graph) or get_entry(graph)
-
     def graph_names(self) -> list[str]:
         """Every graph this runner can run: its own, then the process-wide registry."""
-        return sorted({*self._graphs, *graph_names()})
+        return self.graphs.names()
 
     def entry(self, graph: str) -> GraphEntry:
         """The graph's registration (``UnknownGraph`` if there is none)."""
-        return self._entry(graph)
+        return self.graphs.entry(graph)
 
     def policy(self, graph: str) -> RunPolicy:
         """What ``graph`` enforces under this runner: guardrails and budget."""
-        extra = (*self._entry(graph).guardrails, *self._guardrails)
-        return RunPolicy.from_settings(self.settings, graph, extra, self.budget)
+        return self.graphs.policy(graph, self.settings, self.budget)
 
     def compile(self, graph: str = "default", saver: BaseCheckpointSaver[Any] | None = None) -> Any:
         """``graph`` compiled with its run stages and policy. Cached while the runner is
         open (a server does this), or for a checkpointer given to the runner."""
-        key = (graph, id(saver))
-        if key in self._apps:
-            return self._apps[key]
-        builder = self._entry(graph).factory(self.context)
-        app = compile_graph(builder, self.policy(graph), name=graph, checkpointer=saver)
-        if saver is not None and saver in (self._saver, self._checkpointer):
-            self._apps[key] = app
-        return app
-
-    def _agent_graph(self, agent: Agent) -> str:
-        """Register a one-agent graph for ``agent`` with this runner; returns its name."""
-        name = f"agent-{agent.name}"
-        if name not in self._graphs or self._graphs[name].agent is not agent:
-
-            def factory(ctx: BuildContext) -> StateGraph[GraphState]:
-                builder: StateGraph[GraphState] = StateGraph(GraphState)
-                builder.add_edge(START, add_agent(builder, agent, ctx.tiers))
-                return builder
-
-            self._graphs[name] = GraphEntry(factory, agent=agent)
-            self._apps = {k: v for k, v in self._apps.items() if k[0] != name}
-        return name
+        keep = saver is not None and saver in (self._saver, self._checkpointer)
+        return self.graphs.compile(graph, self.policy(graph), saver, keep=keep)
 
     async def ask(
         self,
@@ -317,8 +254,8 @@ class Runner:
         if len(question) > MAX_QUESTION_CHARS:
             raise UserError(f"the question is too long ({len(question)} > {MAX_QUESTION_CHARS})")
         if agent is not None:
-            graph = self._agent_graph(agent)
-        self._entry(graph)  # UnknownGraph before any work
+            graph = self.graphs.add_agent(agent)
+        self.entry(graph)  # UnknownGraph before any work
         thread_id = thread_id or uuid.uuid4().hex[:16]
         inputs = {"messages": [HumanMessage(question)]}
         async with self.hold(thread_id, on_busy):
@@ -417,13 +354,7 @@ class Runner:
             if decisions or decision is not None:
                 app = self.compile(graph, saver)
                 snapshot = await app.aget_state({"configurable": {"thread_id": thread_id}})
-                if decisions:
-                    inputs = Command(resume=resume_map(snapshot.interrupts, decisions))
-                elif len(snapshot.interrupts) > 1:
-                    # One decision for every waiting call: LangGraph wants it per interrupt.
-                    inputs = Command(resume={i.id: decision for i in snapshot.interrupts})
-                else:
-                    inputs = Command(resume=decision)
+                inputs = resume_command(snapshot.interrupts, decisions or decision)
         return await self._run(graph, thread_id, inputs, on_event, stream_tokens, budget)
 
     async def _run(
@@ -458,7 +389,7 @@ class Runner:
                 try:
                     stream = app.astream(inputs, config, stream_mode=modes, durability="sync")
                     async with aclosing(stream):
-                        state = await _consume(stream, on_event)
+                        state = await consume(stream, on_event)
                 except BudgetExceeded as exc:
                     stopped = str(exc)
                 record = await self.finish(
@@ -468,68 +399,3 @@ class Runner:
             if record.degraded:
                 span.set_status(Status(StatusCode.ERROR, record.stopped_reason or "degraded"))
             return record
-
-
-@asynccontextmanager
-async def _postgres_saver(settings: TierflowSettings) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    """``langgraph-checkpoint-postgres`` on a connection pool of ``[state] database_url``;
-    its tables are set up once per database (under an advisory lock: two servers starting
-    together on a fresh database would otherwise both create them)."""
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-    from psycopg.rows import dict_row
-
-    state = settings.state
-    assert state.url is not None
-    # The saver's own requirements: autocommit, no prepared statements (poolers), dict rows.
-    async with database.open_pool(
-        state.url,
-        size=state.pool_size,
-        timeout_s=state.connect_timeout_s,
-        autocommit=True,
-        prepare_threshold=0,
-        row_factory=dict_row,
-    ) as pool:
-        saver = AsyncPostgresSaver(pool)
-        async with database.session_lock(pool, "checkpoints"):
-            await saver.setup()
-        yield saver
-
-
-def resume_map(interrupts: Sequence[Any], decisions: Mapping[str, Decision]) -> dict[str, Any]:
-    """``{interrupt id: decision}`` for the pending approvals named by tool-call id."""
-    out: dict[str, Any] = {}
-    for pending in interrupts:
-        value = pending.value if isinstance(pending.value, Mapping) else {}
-        for call in value.get("calls") or []:
-            if call.get("id") in decisions:
-                out[pending.id] = decisions[call["id"]]
-    missing = set(decisions) - {
-        c.get("id")
-        for p in interrupts
-        if isinstance(p.value, Mapping)
-        for c in p.value.get("calls") or []
-    }
-    if missing:
-        raise UserError(f"no tool call waiting for approval with id {', '.join(sorted(missing))}")
-    return out
-
-
-async def _consume(stream: Any, on_event: EventHandler | None) -> dict[str, Any]:
-    """Drain a graph stream: forward events, return the last full state."""
-    state: dict[str, Any] = {}
-    async for mode, chunk in stream:
-        if mode == "values":
-            state = chunk
-        elif on_event is None:
-            continue
-        elif mode == "custom":
-            on_event(chunk)
-        else:
-            message, meta = chunk
-            # Only what a model produced (it carries ls_model_type), not the copies nodes
-            # write to the state.
-            from_model = "ls_model_type" in meta
-            if from_model and isinstance(message, AIMessage) and message.content:
-                node = meta.get("langgraph_node")
-                on_event({"event": "token", "node": node, "text": message.content})
-    return state

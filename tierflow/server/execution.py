@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from contextlib import aclosing
 from typing import Any, Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, ToolMessage
-from langgraph.types import Command
 
 from tierflow.budget import BudgetExceeded
 from tierflow.errors import TierflowError, UserError
 from tierflow.runner.control import check_thread, read_thread
-from tierflow.runner.runner import Runner, resume_map
+from tierflow.runner.decisions import resume_command
+from tierflow.runner.runner import Runner
 from tierflow.server.metrics import ServerMetrics
 from tierflow.server.schemas import RunCreate
 from tierflow.server.store import RunRow, Store
@@ -68,23 +67,11 @@ def graph_modes(modes: list[str]) -> list[str]:
 
 
 def graph_inputs(body: RunCreate, interrupts: Any) -> Any:
-    """What to pass to ``astream``: the input, or a ``Command`` resuming the interrupts.
-
-    A resume value keyed by tool-call ids (tierflow's approval cards name each call)
-    becomes LangGraph's ``{interrupt id: decision}``; a map keyed by interrupt ids passes
-    as is; any other value decides every pending interrupt.
-    """
+    """What to pass to ``astream``: the input, or a ``Command`` resuming the interrupts
+    (``resume_command``: one decision per tool call, per interrupt, or for all)."""
     if body.command is None:
         return body.input
-    resume = body.command.resume
-    ids = {i.id for i in interrupts}
-    if isinstance(resume, Mapping) and resume and not set(resume) <= ids:
-        return Command(resume=resume_map(interrupts, resume))
-    if isinstance(resume, Mapping) and resume:
-        return Command(resume=dict(resume))
-    if len(interrupts) > 1:
-        return Command(resume={i.id: resume for i in interrupts})
-    return Command(resume=resume)
+    return resume_command(interrupts, body.command.resume)
 
 
 def close_dangling(messages: list[Any], inputs: dict[str, Any]) -> dict[str, Any]:
