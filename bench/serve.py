@@ -176,6 +176,8 @@ class Level:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     client_cpu_s: float = 0.0
+    #: The machine's 1-minute load average when the level ended (the cores are shared).
+    loadavg_1m: float = 0.0
 
     def figures(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -197,6 +199,7 @@ class Level:
             "cpu_ms_per_run": round(self.cpu_s * 1000 / ok, 2) if ok else None,
             "client_cpu_ms_per_run": round(self.client_cpu_s * 1000 / ok, 2) if ok else None,
             "errors": dict(self.errors),
+            "loadavg_1m": round(self.loadavg_1m, 2),
         }
 
 
@@ -229,6 +232,7 @@ async def _closed_loop(
     level.wall_s = time.perf_counter() - wall0
     level.cpu_s = cpu() - cpu0
     level.client_cpu_s = time.process_time() - mine0
+    level.loadavg_1m = os.getloadavg()[0]
 
 
 async def _runner_levels(

@@ -23,7 +23,7 @@ from tierflow.runner.runner import Runner
 from tierflow.server.metrics import ServerMetrics
 from tierflow.server.schemas import RunCreate
 from tierflow.server.store import RunRow, Store
-from tierflow.server.wire import event_data, jsonable
+from tierflow.server.wire import Deferred, event_data, jsonable
 from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
 
 
@@ -221,7 +221,7 @@ async def _drive(
                 if mode == "messages":
                     await messages.publish(stream, chunk)
                 elif mode in body.modes:
-                    await stream.publish(mode, event_data(mode, chunk))
+                    await stream.publish(mode, Deferred(event_data, mode, chunk))
     except BudgetExceeded as exc:
         return state, str(exc)
     return state, None

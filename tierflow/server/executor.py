@@ -43,6 +43,7 @@ from tierflow.server.execution import execute, run_body
 from tierflow.server.metrics import ServerMetrics
 from tierflow.server.queue import APP, QUEUE, WORKFLOW, queue_options, queue_url
 from tierflow.server.store import FINAL, Store
+from tierflow.server.wire import resolved
 
 log = logging.getLogger("tierflow.worker")
 
@@ -67,7 +68,7 @@ class StoredEvents:
         self.run_id = run_id
 
     async def publish(self, event: str, data: Any) -> None:
-        await self.store.add_event(self.run_id, event, data)
+        await self.store.add_event(self.run_id, event, resolved(data))
 
     async def close(self) -> None:
         return None  # the run's final status tells the API the stream ended

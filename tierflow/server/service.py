@@ -126,6 +126,17 @@ class Server:
             view["status"] = "busy"
         return view
 
+    async def final_values(self, graph: str, thread_id: str) -> dict[str, Any]:
+        """The thread's values after a run of ``graph`` (what ``runs.wait`` returns), with
+        ``__interrupt__`` when it waits for approval: one checkpoint read."""
+        app = self.runner.compile(graph, self.runner.checkpointer)
+        snapshot = await app.aget_state({"configurable": {"thread_id": thread_id}})
+        values = state_values(snapshot.values)
+        pending = [i for t in snapshot.tasks if t.interrupts for i in interrupts(t.interrupts)]
+        if pending:
+            values["__interrupt__"] = pending
+        return values
+
     async def state_view(self, row: ThreadRow) -> dict[str, Any]:
         app = self._app(row)
         if app is None:

@@ -6,14 +6,42 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 
+class Deferred:
+    """An event's data encoded on first use: a run's ``values`` and ``updates`` are kept
+    for clients that may join its stream, but most runs (``runs.wait``) are never
+    streamed, so encoding each chunk up front was work thrown away (measured in
+    ``bench serve``'s profile of the API)."""
+
+    __slots__ = ("_args", "_fn", "_value")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._fn, self._args = fn, args
+        self._value: Any = _UNSET
+
+    def value(self) -> Any:
+        if self._value is _UNSET:
+            self._value, self._args = self._fn(*self._args), ()
+        return self._value
+
+
+_UNSET: Any = object()
+
+
+def resolved(data: Any) -> Any:
+    """``data``, with a :class:`Deferred` encoded."""
+    return data.value() if isinstance(data, Deferred) else data
+
+
 def _default(obj: Any) -> Any:
+    if isinstance(obj, Deferred):
+        return obj.value()
     if isinstance(obj, BaseModel):  # LangChain messages are pydantic models
         return obj.model_dump()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

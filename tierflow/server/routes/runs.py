@@ -41,12 +41,7 @@ async def _final(srv: Server, run: RunRow) -> dict[str, Any]:
     fresh = await srv.store.get_run(run.thread_id, run.run_id)
     if fresh is not None and fresh.status == "error":
         return {"__error__": {"error": "RunError", "message": fresh.error}}
-    view = await srv.thread_view(await srv.thread(run.thread_id, None))
-    values: dict[str, Any] = view["values"]
-    pending = [i for group in view["interrupts"].values() for i in group]
-    if pending:
-        values["__interrupt__"] = pending
-    return values
+    return await srv.final_values(run.assistant_id, run.thread_id)
 
 
 #: Seconds without an event before a heartbeat comment (which the SDK skips).
