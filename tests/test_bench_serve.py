@@ -14,6 +14,7 @@ pytest.importorskip("langgraph_sdk")
 
 KEYS = {
     "concurrency",
+    "loadavg_1m",
     "runs",
     "completed",
     "failed",
