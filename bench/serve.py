@@ -540,14 +540,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated setups")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="client counts")
     parser.add_argument("--runs-per-client", type=int, default=RUNS_PER_CLIENT)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure the setups this many times, their order reversed every other round "
+        "(on a shared machine, interleaving is what makes two setups comparable)",
+    )
     args = parser.parse_args(argv)
     setups = [s for s in args.setups.split(",") if s]
     unknown = set(setups) - set(SETUPS)
     if unknown:
         parser.error(f"unknown setup(s) {', '.join(sorted(unknown))}; known: {', '.join(SETUPS)}")
     levels = [int(n) for n in args.levels.split(",") if n]
-    results = measure(setups, levels, args.runs_per_client)
-    print(json.dumps({"results": results, "goals": goals(results)}, indent=1))
+    if args.rounds == 1:
+        results = measure(setups, levels, args.runs_per_client)
+        print(json.dumps({"results": results, "goals": goals(results)}, indent=1))
+        return
+    rounds = []
+    for i in range(args.rounds):
+        for setup in setups if i % 2 == 0 else setups[::-1]:
+            rows = measure([setup], levels, args.runs_per_client)[setup]
+            rounds.append({"round": i, "setup": setup, "levels": rows})
+    print(
+        json.dumps(
+            {
+                "command": " ".join(["python -m tierflow.bench.serve", *(argv or sys.argv[1:])]),
+                "rounds": rounds,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":
