@@ -71,6 +71,7 @@ def guarded(body: Callable[[Console], None]) -> Callable[[], None]:
 
 
 def chat_page(c: Console) -> None:
+    chat.read_prompt()
     info: dict[str, Any] = ss.get("info") or c.info()
     ss.info = info
     sidebar.threads(c, info)

@@ -198,14 +198,20 @@ def stream(c: Console, graph: str, job: dict[str, Any]) -> None:
         live.update(label="Done", state="complete", expanded=False)
 
 
-def page(c: Console, info: dict[str, Any]) -> None:
-    thread_id = ss.get("thread_id")
+def read_prompt() -> None:
+    """The chat input, first thing on the page (before any request that may fail), so a
+    question typed while the server is down is kept (``unsent``) for Retry."""
     job = ss.get("pending")
     prompt = st.chat_input("Ask a question", disabled=job is not None, key="ask")
     if prompt and job is None:
-        ss.pending = job = {"thread_id": thread_id, "question": prompt}
+        ss.pending = {"thread_id": ss.get("thread_id"), "question": prompt}
         ss.unsent = prompt
         st.rerun()
+
+
+def page(c: Console, info: dict[str, Any]) -> None:
+    thread_id = ss.get("thread_id")
+    job = ss.get("pending")
     graph = ss.get("graph") or (info.get("graphs") or ["default"])[0]
     thread: dict[str, Any] | None = None
     if thread_id:
