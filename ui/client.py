@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.errors import APIStatusError
+from langgraph_sdk.schema import StreamMode
 
 SERVER_ENV = "TIERFLOW_SERVER_URL"
 KEY_ENV = "TIERFLOW_API_KEY"
-STREAM_MODES = ["messages", "updates"]
+STREAM_MODES: list[StreamMode] = ["messages", "updates"]
 #: The end of a run's event stream (put on the queue by the reader thread).
 END = object()
 
@@ -90,10 +91,10 @@ class Console:
         """The caller's threads, newest first, each with its ``title``."""
         with _calls(self.url):
             found = self.sdk.threads.search(limit=200)
-        shown = [{**t, "title": title(t)} for t in found]
+        shown: list[dict[str, Any]] = [{**t, "title": title(dict(t))} for t in found]
         shown.sort(key=lambda t: str(t["updated_at"]), reverse=True)
         needle = search.strip().lower()
-        return [t for t in shown if needle in t["title"].lower()] if needle else shown
+        return [t for t in shown if needle in str(t["title"]).lower()] if needle else shown
 
     def thread(self, thread_id: str) -> dict[str, Any]:
         with _calls(self.url):

@@ -43,8 +43,9 @@ def step_label(step: dict[str, Any]) -> str:
 
 def steps(record: dict[str, Any]) -> None:
     for step in record.get("steps", []):
-        state = "error" if step.get("degraded") else "complete"
-        with st.status(step_label(step), state=state, expanded=False):
+        with st.status(
+            step_label(step), state="error" if step.get("degraded") else "complete", expanded=False
+        ):
             usage = step.get("usage") or {}
             st.markdown(
                 f"**model** {step.get('model') or '-'} · **latency** "

@@ -50,7 +50,11 @@ class UiServer:
             False,
             state_dir=self.state,
             tiers={"t": {"backends": ["vllm:scripted-model"]}},
-            backends={"vllm": {"base_url": self.backend.base_url, "tool_calling": "native"}},
+            backends={
+                "vllm": {"base_url": self.backend.base_url, "tool_calling": "native"},
+                # the default tiers' `local` answers here too: no embedded model starts
+                "local": {"base_url": self.backend.base_url},
+            },
             telemetry={"enabled": False},
             guardrails={"graphs": {"clerk": {"input": ["size", "pii"]}}},
             tools={"retrieval": {"docs_dir": str(self.state / "docs")}},

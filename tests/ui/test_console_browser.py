@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from tests.ui.conftest import UiServer, streamlit_console, ui_server
 from tierflow.testing import Reply
 
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +68,6 @@ def test_ask_streams_the_answer_and_shows_the_step(served: tuple[UiServer, str],
     status.first.click()
     assert "scripted-model" in status.first.inner_text()  # the model line of the step
     assert page.get_by_text("run budget left").count() == 1
-    page.screenshot(path=str(SHOTS / "console-chat.png"))
 
 
 def test_approve_edit_and_reject_tool_calls(served: tuple[UiServer, str], page: Any) -> None:
@@ -84,7 +81,6 @@ def test_approve_edit_and_reject_tool_calls(served: tuple[UiServer, str], page: 
     card = page.get_by_text("Approve tool call").first
     card.wait_for(timeout=20_000)
     idle(page)
-    page.screenshot(path=str(SHOTS / "console-approval.png"))
     page.get_by_role("button", name="Approve").first.click()
     page.get_by_text("refunded A1").first.wait_for(timeout=20_000)
     assert REFUNDED == ["A1"]
