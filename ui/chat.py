@@ -18,6 +18,8 @@ from tierflow.ui import record_view
 from tierflow.ui.client import END, Console, RequestFailed, ServerDown
 
 ss = st.session_state
+#: How many of the last turns show their steps, tool calls, usage and feedback.
+DETAILED_TURNS = 10
 
 
 def turns(messages: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,7 +49,25 @@ def _answer(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def show_turn(c: Console, thread: dict[str, Any], turn: dict[str, Any], info: dict[str, Any]):  # type: ignore[no-untyped-def]
+def earlier(older: list[dict[str, Any]]) -> None:
+    """Turns before the last few, as one collapsed block of questions and answers: a
+    long thread opens fast (each detailed turn is a dozen elements)."""
+    if not older:
+        return
+    with st.expander(f"{len(older)} earlier questions", expanded=False):
+        st.markdown(
+            "\n\n".join(
+                f"**{t['question']}**\n\n{_answer(t['messages']) or '_(no answer)_'}" for t in older
+            )
+        )
+
+
+def show_turn(
+    c: Console,
+    thread: dict[str, Any],
+    turn: dict[str, Any],
+    info: dict[str, Any],
+) -> None:
     with st.chat_message("user"):
         st.markdown(str(turn["question"]))
     with st.chat_message("assistant"):
@@ -218,7 +238,9 @@ def page(c: Console, info: dict[str, Any]) -> None:
         thread = c.thread(thread_id)
         graph = str((thread.get("metadata") or {}).get("graph") or graph)
         messages = (thread.get("values") or {}).get("messages") or []
-        for turn in turns(messages, c.runs(thread_id)):
+        shown = turns(messages, c.runs(thread_id))
+        earlier(shown[:-DETAILED_TURNS])
+        for turn in shown[-DETAILED_TURNS:]:
             show_turn(c, thread, turn, info)
         if ss.get("fault_run"):
             st.error(f"The run failed: {ss.pop('fault_run')}")
