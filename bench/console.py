@@ -139,7 +139,8 @@ def _long_thread(server_url: str, backend: Any) -> str:
     tid = str(thread["thread_id"])
     for i in range(MESSAGES // 2):
         backend.enqueue(Reply.text(f"answer number {i}"))
-        client.runs.wait(tid, "chat", input={"messages": [{"role": "user", "content": f"q{i}"}]})
+        question: dict[str, Any] = {"messages": [{"role": "user", "content": f"q{i}"}]}
+        client.runs.wait(tid, "chat", input=question)
     return tid
 
 
