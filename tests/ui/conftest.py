@@ -38,6 +38,7 @@ class UiServer:
     backend: ScriptedServer
     port: int
     api_keys: frozenset[str] | None
+    telemetry: bool = False
     _uv: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -55,7 +56,7 @@ class UiServer:
                 # the default tiers' `local` answers here too: no embedded model starts
                 "local": {"base_url": self.backend.base_url},
             },
-            telemetry={"enabled": False},
+            telemetry={"enabled": self.telemetry},
             guardrails={"graphs": {"clerk": {"input": ["size", "pii"]}}},
             tools={"retrieval": {"docs_dir": str(self.state / "docs")}},
         )
@@ -81,9 +82,11 @@ class UiServer:
 
 
 @contextlib.contextmanager
-def ui_server(state: Path, api_keys: frozenset[str] | None = None) -> Iterator[UiServer]:
+def ui_server(
+    state: Path, api_keys: frozenset[str] | None = None, telemetry: bool = False
+) -> Iterator[UiServer]:
     with ScriptedServer() as backend:
-        srv = UiServer(state, backend, free_port(), api_keys)
+        srv = UiServer(state, backend, free_port(), api_keys, telemetry)
         srv.start()
         try:
             yield srv

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tierflow.server.deps import Caller, ServerDep
 from tierflow.server.service import not_found
+from tierflow.telemetry import tracer
 
 router = APIRouter(prefix="/console", tags=["console"])
 
@@ -82,8 +83,6 @@ def _trace_event(trace_id: str, run_id: str, body: Feedback) -> bool:
 
     The run's spans ended with the run, so the event goes on a new span whose parent is
     the trace (a remote context with the run's trace id): Jaeger shows it in that trace."""
-    from tierflow.telemetry import tracer
-
     try:
         tid = int(trace_id, 16)
     except ValueError:
@@ -98,6 +97,8 @@ def _trace_event(trace_id: str, run_id: str, body: Feedback) -> bool:
     )
     context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
     with tracer().start_as_current_span("tierflow.feedback", context=context) as span:
+        if not span.is_recording():
+            return False
         attributes: dict[str, str] = {"tierflow.run_id": run_id, "feedback.score": body.score}
         if body.comment:
             attributes["feedback.comment"] = body.comment
