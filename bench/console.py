@@ -129,28 +129,28 @@ def _console(server_url: str) -> Iterator[str]:
         proc.wait(10)
 
 
-def _long_thread(server_url: str, backend: Any) -> str:
+def _thread(server_url: str, backend: Any, title: str, messages: int) -> str:
     from langgraph_sdk import get_sync_client
 
     from tierflow.testing import Reply
 
     client = get_sync_client(url=server_url, api_key=None)
-    thread = client.threads.create(metadata={"title": "A long thread", "graph": "chat"})
+    thread = client.threads.create(metadata={"title": title, "graph": "chat"})
     tid = str(thread["thread_id"])
-    for i in range(MESSAGES // 2):
+    for i in range(messages // 2):
         backend.enqueue(Reply.text(f"answer number {i}"))
         question: dict[str, Any] = {"messages": [{"role": "user", "content": f"q{i}"}]}
         client.runs.wait(tid, "chat", input=question)
     return tid
 
 
-def _open_times(page: Any, url: str) -> list[float]:
-    last = f"answer number {MESSAGES // 2 - 1}"
+def _open_times(page: Any, url: str, title: str, messages: int) -> list[float]:
+    last = f"answer number {messages // 2 - 1}"
     times = []
     for _ in range(REPEATS):
         page.goto(url)
         page.wait_for_selector(IDLE, timeout=30_000)
-        button = page.get_by_test_id("stSidebar").get_by_role("button", name="A long thread")
+        button = page.get_by_test_id("stSidebar").get_by_role("button", name=title, exact=True)
         started = time.perf_counter()
         button.click()
         page.get_by_text(last, exact=True).wait_for(timeout=30_000)
@@ -220,8 +220,10 @@ def run(screenshots: bool = False) -> dict[str, Any]:
     ):
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 860})
-        _long_thread(server_url, backend)
-        times = _open_times(page, url)
+        _thread(server_url, backend, "A long thread", MESSAGES)
+        _thread(server_url, backend, "A short thread", 2)
+        times = _open_times(page, url, "A long thread", MESSAGES)
+        short = _open_times(page, url, "A short thread", 2)
         if screenshots:
             _screenshots(page, url, backend)
         browser.close()
@@ -231,6 +233,10 @@ def run(screenshots: bool = False) -> dict[str, Any]:
             "median": round(statistics.median(times), 1),
             "max": round(max(times), 1),
             "all": [round(t, 1) for t in times],
+        },
+        "open_2_message_thread_ms": {
+            "median": round(statistics.median(short), 1),
+            "max": round(max(short), 1),
         },
         "goal_ms": 1000,
         "goal_met": max(times) < 1000,

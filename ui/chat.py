@@ -20,6 +20,8 @@ from tierflow.ui.client import END, Console, RequestFailed, ServerDown
 ss = st.session_state
 #: How many of the last turns show their steps, tool calls, usage and feedback.
 DETAILED_TURNS = 10
+#: The run stages of every tierflow graph: bookkeeping, not steps a user cares about.
+INTERNAL_NODES = frozenset({"run_input", "run_output"})
 
 
 def turns(messages: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -207,6 +209,8 @@ def stream(c: Console, graph: str, job: dict[str, Any]) -> None:
                             text.markdown(m["content"] + "▌")
             elif event == "updates":
                 for node, update in (data or {}).items():
+                    if node in INTERNAL_NODES:
+                        continue
                     live.write(
                         f"**{node}** done" if node != "__interrupt__" else "waiting for approval"
                     )

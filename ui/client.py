@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from langgraph_sdk import get_sync_client
+from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import APIStatusError
 from langgraph_sdk.schema import StreamMode
 
@@ -64,9 +64,16 @@ class Console:
     def __init__(self, url: str, api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key or None
-        self.sdk = get_sync_client(url=self.url, api_key=self.api_key, timeout=30.0)
         headers = {"x-api-key": self.api_key} if self.api_key else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+        # One retry on a refused connection, not the SDK's default five with backoff
+        # (about 8 s): a console says "server down" at once and offers Retry.
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            transport=httpx.HTTPTransport(retries=1),
+            timeout=httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=5.0),
+        )
+        self.sdk = SyncLangGraphClient(self.http)
 
     @classmethod
     def from_env(cls, api_key: str | None = None) -> Console:

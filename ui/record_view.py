@@ -54,7 +54,7 @@ def steps(record: dict[str, Any]) -> None:
                 f"**cost** ${usage.get('cost_usd', 0):.6f}"
             )
             for line in _skipped(step):
-                st.markdown(f"- skipped {line}")
+                st.markdown(f"- not used: {line}")
             for a in step.get("attempts", []):
                 if a.get("retries"):
                     why = "; ".join(a.get("retry_reasons") or [])

@@ -64,7 +64,13 @@ class UiServer:
         runner = Runner(settings, graphs=graphs)
         app = create_app(runner, api_keys=self.api_keys)
         self._uv = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                timeout_graceful_shutdown=1,  # open streams of the console end at once
+            )
         )
         self._thread = threading.Thread(target=self._uv.run, daemon=True)
         self._thread.start()

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from tests.server.conftest import REFUNDED
 from tests.ui.conftest import UiServer, streamlit_console, ui_server
-from tierflow.testing import Reply
+from tierflow.testing import Fault, Reply
 
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
@@ -68,6 +68,16 @@ def test_ask_streams_the_answer_and_shows_the_step(served: tuple[UiServer, str],
     status.first.click()
     assert "scripted-model" in status.first.inner_text()  # the model line of the step
     assert page.get_by_text("run budget left").count() == 1
+
+    # the backend refuses the next question: the step says why, a banner says degraded
+    srv.backend.enqueue(Fault.status(400, body={"error": {"message": "bad request body"}}))
+    ask(page, "and now?")
+    page.get_by_text("Degraded: a tier had no working backend").wait_for(timeout=20_000)
+    idle(page)
+    failed = page.get_by_test_id("stExpander").filter(has_text="no backend").last
+    failed.click()
+    expect(failed).to_contain_text("not used: vllm:scripted-model failed")
+    assert page.get_by_text("Traceback").count() == 0
 
 
 def test_approve_edit_and_reject_tool_calls(served: tuple[UiServer, str], page: Any) -> None:
