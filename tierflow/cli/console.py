@@ -55,6 +55,18 @@ def sign_in_configured(cwd: Path | None = None) -> bool:
     return False
 
 
+def _loopback(host: str) -> bool:
+    """``tierflow.server.auth.is_loopback``, restated: importing the server package loads
+    the whole engine (about 4 s), too slow for refusing a bad ``--host``."""
+    import ipaddress
+
+    host = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        return host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,9 +133,7 @@ def ui(
     """The Streamlit console: chat with the graphs, approve tool calls, follow runs."""
     if importlib.util.find_spec("streamlit") is None:
         raise _fail("tierflow ui needs streamlit: pip install 'tierflow[ui]'")
-    from tierflow.server.auth import is_loopback
-
-    if not is_loopback(host) and not sign_in_configured():
+    if not _loopback(host) and not sign_in_configured():
         raise _fail(
             f"refusing to listen on {host} without sign-in: configure [auth] in "
             ".streamlit/secrets.toml (st.login), or listen on 127.0.0.1"
