@@ -19,15 +19,27 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from langgraph.graph import START, StateGraph
 
 from tests.server.conftest import CLERK, _one_agent, free_port
 from tierflow import Agent, Runner
+from tierflow.agents.node import add_agent
+from tierflow.graphs.context import BuildContext
 from tierflow.server import create_app
 from tierflow.settings import load_settings
+from tierflow.state import GraphState
 from tierflow.testing import ScriptedServer
 
 CHAT = Agent(name="chat", instructions="Answer.", tier="t")
 UI_APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
+
+
+def librarian(ctx: BuildContext) -> StateGraph[GraphState]:
+    """One agent with the ``retrieve`` tool (over ``tools.retrieval.docs_dir``)."""
+    agent = Agent(name="librarian", instructions="Cite.", tier="t", tools=ctx.tools("retrieve"))
+    builder: StateGraph[GraphState] = StateGraph(GraphState)
+    builder.add_edge(START, add_agent(builder, agent, ctx.tiers))
+    return builder
 
 
 @dataclass
@@ -60,7 +72,7 @@ class UiServer:
             guardrails={"graphs": {"clerk": {"input": ["size", "pii"]}}},
             tools={"retrieval": {"docs_dir": str(self.state / "docs")}},
         )
-        graphs = {"chat": _one_agent(CHAT), "clerk": _one_agent(CLERK)}
+        graphs = {"chat": _one_agent(CHAT), "clerk": _one_agent(CLERK), "librarian": librarian}
         runner = Runner(settings, graphs=graphs)
         app = create_app(runner, api_keys=self.api_keys)
         self._uv = uvicorn.Server(

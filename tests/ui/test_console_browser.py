@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,3 +208,34 @@ def test_server_down_shows_a_banner_and_keeps_the_question(
     idle(page)
     page.get_by_role("button", name="Retry").click()
     page.get_by_text("back again").first.wait_for(timeout=20_000)
+
+
+def test_an_uploaded_document_is_cited_with_its_passage(
+    served: tuple[UiServer, str], page: Any, tmp_path: Path
+) -> None:
+    srv, url = served
+    doc = tmp_path / "returns-policy.md"
+    doc.write_text("# Returns\n\nItems may be returned within 30 days of delivery.\n")
+    page.goto(f"{url}/documents")
+    idle(page)
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(doc))
+    page.get_by_role("button", name="Add to the index").click()
+    page.get_by_text("returns-policy.md: 1 passage(s) added").wait_for(timeout=20_000)
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(b"not a pdf at all")
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(bad))
+    page.get_by_role("button", name="Add to the index").click()
+    page.get_by_text("broken.pdf: 'broken.pdf' cannot be read").wait_for(timeout=20_000)
+    assert not (srv.state / "docs" / "broken.pdf").exists()
+
+    srv.backend.enqueue(
+        Reply.tool_calls([("retrieve", {"query": "return window"})]),
+        Reply.text("Within 30 days [returns-policy.md#0]."),
+    )
+    fresh(page, url, "librarian")
+    ask(page, "How long do I have to return an item?")
+    page.get_by_text("Within 30 days").first.wait_for(timeout=30_000)
+    idle(page)
+    source = page.get_by_test_id("stExpander").filter(has_text="returns-policy.md").first
+    source.click()
+    expect(source).to_contain_text("returned within 30 days of delivery")
