@@ -103,8 +103,8 @@ def show_turn(
 def feedback(c: Console, thread: dict[str, Any], run_id: str) -> None:
     given = ((thread.get("metadata") or {}).get("feedback") or {}).get(run_id)
     if given:
-        icon = "👍" if given["score"] == "up" else "👎"
-        st.caption(f"feedback: {icon} {given.get('comment') or ''}")
+        icon = ":material/thumb_up:" if given["score"] == "up" else ":material/thumb_down:"
+        st.caption(f"{icon} feedback {given['score']}: {given.get('comment') or ''}")
         return
     cols = st.columns([1, 4])
     score = cols[0].feedback("thumbs", key=f"fb-{run_id}")

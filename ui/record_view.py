@@ -77,8 +77,14 @@ def tool_calls(messages: list[dict[str, Any]]) -> None:
     for m in messages:
         for call in m.get("tool_calls") or [] if m.get("type") == "ai" else []:
             result = results.get(call.get("id"))
-            icon = "⏳" if result is None else ("✅" if result.get("status") != "error" else "⚠️")
-            with st.expander(f"{icon} tool `{call['name']}`", expanded=False):
+            icon = (
+                ":material/hourglass_top:"
+                if result is None
+                else ":material/build:"
+                if result.get("status") != "error"
+                else ":material/warning:"
+            )
+            with st.expander(f"tool `{call['name']}`", expanded=False, icon=icon):
                 st.caption("arguments")
                 st.json(call.get("args") or {})
                 if result is not None:
@@ -97,7 +103,7 @@ def citations(result: dict[str, Any]) -> None:
         return
     for p in passages:
         ref = f"{p.get('source')}#{p.get('position')}"
-        with st.expander(f"📄 [{ref}]", expanded=False):
+        with st.expander(f"[{ref}]", expanded=False, icon=":material/description:"):
             st.markdown(str(p.get("text", "")))
 
 

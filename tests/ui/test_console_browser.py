@@ -163,8 +163,10 @@ def test_stop_cancels_the_run_on_the_server(served: tuple[UiServer, str], page: 
     deadline = time.monotonic() + 15
     while not client.runs.list(thread["thread_id"]) and time.monotonic() < deadline:
         time.sleep(0.1)  # the run is created by the console's request
+    expect(page.get_by_test_id("stChatInputTextArea")).to_be_disabled()  # while it runs
     stop.click()
     page.get_by_text("Stopped: the run was cancelled on the server.").wait_for(timeout=20_000)
+    expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled()
     held.set()
     runs = client.runs.list(thread["thread_id"])
     assert [r["status"] for r in runs] == ["interrupted"]
@@ -183,7 +185,7 @@ def test_feedback_is_stored_with_the_run(served: tuple[UiServer, str], page: Any
     page.get_by_placeholder("comment (optional)").press("Enter")
     idle(page)
     page.get_by_role("button", name="Send feedback").click()
-    page.get_by_text("feedback: 👍 spot on").wait_for(timeout=20_000)
+    page.get_by_text("feedback up: spot on").wait_for(timeout=20_000)
     client = sdk(srv)
     thread = max(client.threads.search(limit=100), key=lambda t: str(t["created_at"]))
     (run,) = client.runs.list(thread["thread_id"])
