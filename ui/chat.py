@@ -106,15 +106,16 @@ def feedback(c: Console, thread: dict[str, Any], run_id: str) -> None:
         icon = ":material/thumb_up:" if given["score"] == "up" else ":material/thumb_down:"
         st.caption(f"{icon} feedback {given['score']}: {given.get('comment') or ''}")
         return
-    cols = st.columns([1, 4])
-    score = cols[0].feedback("thumbs", key=f"fb-{run_id}")
-    comment = cols[1].text_input(
+    score = st.feedback("thumbs", key=f"fb-{run_id}")
+    if score is None:
+        return  # the comment box only once a thumb is chosen: fewer widgets per answer
+    comment = st.text_input(
         "Comment",
         key=f"fbc-{run_id}",
         label_visibility="collapsed",
         placeholder="comment (optional)",
     )
-    if score is not None and st.button("Send feedback", key=f"fbs-{run_id}"):
+    if st.button("Send feedback", key=f"fbs-{run_id}"):
         c.feedback(thread["thread_id"], run_id, "up" if score == 1 else "down", comment)
         st.rerun()
 
