@@ -24,23 +24,43 @@ DETAILED_TURNS = 10
 INTERNAL_NODES = frozenset({"run_input", "run_output"})
 
 
+def _question(run: dict[str, Any]) -> str:
+    messages = (((run.get("kwargs") or {}).get("input") or {}).get("messages")) or [{}]
+    return str(messages[-1].get("content", ""))
+
+
+def _in_state(run: dict[str, Any]) -> bool:
+    """Whether the run's question made it into the thread's messages: not when a
+    guardrail blocked it, nor when the run failed before its graph started."""
+    record = (run.get("kwargs") or {}).get("record")
+    if record:
+        return bool(record.get("status") != "blocked")
+    return bool(run.get("status") == "interrupted")
+
+
 def turns(messages: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conversation as turns: a question, the messages after it, and its runs (the run
-    that asked it, then those that resumed it after approvals)."""
-    out: list[dict[str, Any]] = []
+    that asked it, then those that resumed it after approvals). A question that never
+    reached the state (blocked, failed early) is a turn of its run alone."""
+    asked: list[list[dict[str, Any]]] = []
     for m in messages:
         if m.get("type") == "human":
-            out.append({"question": m.get("content"), "messages": [], "runs": []})
-        elif out:
-            out[-1]["messages"].append(m)
-    asked = -1
+            asked.append([m])
+        elif asked:
+            asked[-1].append(m)
+    out: list[dict[str, Any]] = []
     for r in runs:
-        if (r.get("kwargs") or {}).get("input") is not None:
-            asked += 1
-        if 0 <= asked < len(out):
-            out[asked]["runs"].append(r)
-        elif out:  # a run whose question is not in the state yet (failed, stopped early)
-            out[-1]["runs"].append(r)
+        if (r.get("kwargs") or {}).get("input") is None:
+            if out:
+                out[-1]["runs"].append(r)  # a resume continues the current turn
+            continue
+        if _in_state(r) and asked:
+            human, *rest = asked.pop(0)
+            out.append({"question": human.get("content"), "messages": rest, "runs": [r]})
+        else:
+            out.append({"question": _question(r), "messages": [], "runs": [r]})
+    for human, *rest in asked:  # messages of runs not listed (e.g. asked outside the API)
+        out.append({"question": human.get("content"), "messages": rest, "runs": []})
     return out
 
 

@@ -1,0 +1,64 @@
+"""The console's page logic in-process (``streamlit.testing.v1.AppTest``) against a real
+``tierflow serve`` over a scripted backend: quicker than the browser, same code paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.server.conftest import REFUNDED
+from tests.ui.conftest import UI_APP, UiServer, ui_server
+from tierflow.testing import Reply
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    with ui_server(tmp_path_factory.mktemp("apptest")) as s:
+        yield s
+
+
+def console(srv: UiServer, monkeypatch: pytest.MonkeyPatch, graph: str) -> AppTest:
+    monkeypatch.setenv("TIERFLOW_SERVER_URL", srv.url)
+    at = AppTest.from_file(str(UI_APP), default_timeout=30)
+    at.run()
+    at.sidebar.selectbox(key="graph_pick").select(graph).run()
+    at.sidebar.button[0].click().run()  # New thread
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(str(m.value) for m in at.markdown)
+
+
+def test_a_blocked_question_shows_the_guardrails_reason(
+    srv: UiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = console(srv, monkeypatch, "chat")
+    at.chat_input[0].set_value("x" * 20_001).run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("Blocked by a guardrail: ")
+    assert "20000" in error.value.replace(",", "").replace("_", "")
+
+
+def test_two_parallel_calls_need_a_decision_each(
+    srv: UiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    REFUNDED.clear()
+    at = console(srv, monkeypatch, "clerk")
+    srv.backend.enqueue(
+        Reply.tool_calls([("refund", {"order_id": "P1"}), ("refund", {"order_id": "P2"})]),
+        Reply.text("one of two refunded"),
+    )
+    at.chat_input[0].set_value("refund P1 and P2").run()
+    approve = [b for b in at.button if b.key and b.key.startswith("approve-")]
+    reject = [b for b in at.button if b.key and b.key.startswith("reject-")]
+    assert len(approve) == len(reject) == 2  # one card per call
+    approve[0].click().run()
+    assert REFUNDED == []  # nothing resumes until every call has its decision
+    [b for b in at.button if b.key == reject[1].key][0].click().run()
+    assert not at.exception
+    assert "one of two refunded" in texts(at)
+    assert REFUNDED == ["P1"]
