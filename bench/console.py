@@ -182,6 +182,8 @@ def _screenshots(page: Any, url: str, backend: Any) -> None:
     page.get_by_text("Orders from France").first.wait_for(timeout=30_000)
     page.wait_for_selector(IDLE, timeout=30_000)
     page.get_by_test_id("stExpander").first.click()
+    page.get_by_text("latency").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # the expander's opening animation
     page.screenshot(path=str(SHOTS / "console-chat.png"))
     fresh("clerk")
     backend.enqueue(Reply.tool_calls([("refund", {"order_id": "A-1042"})]))
@@ -205,7 +207,9 @@ def _screenshots(page: Any, url: str, backend: Any) -> None:
     page.wait_for_selector(IDLE, timeout=30_000)
     page.get_by_role("button", name="Check").click()
     page.get_by_test_id("stDataFrame").wait_for(timeout=30_000)
+    page.get_by_text("<EMAIL_1>").first.wait_for(timeout=30_000)
     page.wait_for_selector(IDLE, timeout=30_000)
+    page.wait_for_timeout(1000)  # the data grid draws on a canvas after it mounts
     page.screenshot(path=str(SHOTS / "console-guardrails.png"))
 
 

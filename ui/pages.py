@@ -48,7 +48,12 @@ def guardrails(c: Console) -> None:
             st.code(overall["text"], language=None)
         st.dataframe(
             [
-                {"guardrail": v["name"], "action": v["action"], "reason": v.get("reason") or ""}
+                {
+                    "guardrail": v["name"],
+                    "action": v["action"],
+                    "reason": v.get("reason")
+                    or "; ".join(str(f["reason"]) for f in v.get("findings") or []),
+                }
                 for v in result["verdicts"]
             ],
             hide_index=True,
