@@ -62,3 +62,18 @@ def test_two_parallel_calls_need_a_decision_each(
     assert not at.exception
     assert "one of two refunded" in texts(at)
     assert REFUNDED == ["P1"]
+
+
+def test_a_refused_run_shows_its_one_line_reason(
+    srv: UiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = console(srv, monkeypatch, "clerk")
+    srv.backend.enqueue(Reply.tool_calls([("refund", {"order_id": "Q1"})]))
+    at.chat_input[0].set_value("refund Q1").run()
+    assert any(b.key and b.key.startswith("approve-") for b in at.button)
+    at.chat_input[0].set_value("something else").run()  # while the call awaits approval
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("The run failed: ")
+    assert "\n" not in error.value and "Traceback" not in error.value
+    assert any(b.key and b.key.startswith("approve-") for b in at.button)  # still pending
