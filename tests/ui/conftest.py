@@ -147,6 +147,13 @@ def streamlit_console(server_url: str, api_key: str | None = None) -> Iterator[s
             proc.kill()
 
 
+@pytest.fixture(scope="package")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """One keyless server for the AppTest and browser modules (each start costs seconds)."""
+    with ui_server(tmp_path_factory.mktemp("ui-state")) as srv:
+        yield srv
+
+
 def chromium_path() -> str:
     path = shutil.which("chromium")
     if path is None:

@@ -3,20 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.server.conftest import REFUNDED
-from tests.ui.conftest import UI_APP, UiServer, ui_server
+from tests.ui.conftest import UI_APP, UiServer
 from tierflow.testing import Reply
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
-    with ui_server(tmp_path_factory.mktemp("apptest")) as s:
-        yield s
+def srv(shared_server: UiServer) -> UiServer:
+    return shared_server
 
 
 def console(srv: UiServer, monkeypatch: pytest.MonkeyPatch, graph: str) -> AppTest:
@@ -58,7 +55,7 @@ def test_two_parallel_calls_need_a_decision_each(
     assert len(approve) == len(reject) == 2  # one card per call
     approve[0].click().run()
     assert REFUNDED == []  # nothing resumes until every call has its decision
-    [b for b in at.button if b.key == reject[1].key][0].click().run()
+    next(b for b in at.button if b.key == reject[1].key).click().run()
     assert not at.exception
     assert "one of two refunded" in texts(at)
     assert REFUNDED == ["P1"]
@@ -77,3 +74,17 @@ def test_a_refused_run_shows_its_one_line_reason(
     assert error.value.startswith("The run failed: ")
     assert "\n" not in error.value and "Traceback" not in error.value
     assert any(b.key and b.key.startswith("approve-") for b in at.button)  # still pending
+
+
+def test_regenerate_asks_the_last_question_again(
+    srv: UiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = console(srv, monkeypatch, "chat")
+    srv.backend.enqueue(Reply.text("first try"), Reply.text("second try"))
+    at.chat_input[0].set_value("say something").run()
+    assert "first try" in texts(at)
+    at.sidebar.button(key="regenerate").click().run()
+    assert not at.exception
+    assert "second try" in texts(at)
+    asked = [str(r.body["messages"][-1]["content"]) for r in srv.backend.requests[-2:]]
+    assert asked == ["say something", "say something"]

@@ -14,16 +14,16 @@ from langgraph_sdk import get_sync_client
 from playwright.sync_api import expect
 
 from tests.server.conftest import REFUNDED
-from tests.ui.conftest import UiServer, streamlit_console, ui_server
+from tests.ui.conftest import UiServer, streamlit_console
 from tierflow.testing import Fault, Reply
 
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[UiServer, str]]:
-    with ui_server(tmp_path_factory.mktemp("ui-state")) as srv, streamlit_console(srv.url) as url:
-        yield srv, url
+def served(shared_server: UiServer) -> Iterator[tuple[UiServer, str]]:
+    with streamlit_console(shared_server.url) as url:
+        yield shared_server, url
 
 
 @pytest.fixture(scope="module")
