@@ -9,12 +9,16 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tierflow-installed
 QUESTION ?= How many orders came from customers in France?
 
-.PHONY: run test check lint layers typecheck pytest bench model sysdeps clean
+.PHONY: run ui test check lint layers typecheck pytest bench model sysdeps clean
 
 run: model sysdeps
 	$(VENV)/bin/tierflow ask "$(QUESTION)"
 
 test: check
+
+# The Streamlit console; without TIERFLOW_SERVER_URL it starts its own `tierflow serve`
+ui: model
+	$(VENV)/bin/tierflow ui
 
 check: lint typecheck pytest
 
@@ -23,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 		{ echo "error: tierflow needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 		{ echo "error: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev,server,postgres]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev,server,postgres,ui]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps bfcl-eval==2026.3.23
 	@touch $(STAMP)
 
@@ -39,6 +43,13 @@ sysdeps:
 			apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null; \
 		else \
 			echo "note: bubblewrap is not installed (apt-get install bubblewrap); run_python will use a weaker layer or refuse"; \
+		fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium (the console's browser tests)"; \
+			apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "note: chromium is not installed (apt-get install chromium); the console's browser tests will fail"; \
 		fi; }
 
 lint: $(STAMP) layers

@@ -85,6 +85,12 @@ def _startup() -> dict[str, Any]:
     return run()
 
 
+def _console() -> dict[str, Any]:
+    from tierflow.bench.console import run
+
+    return run()
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "guardrails-eval": _guardrails_eval,
     "guardrails-latency": _guardrails_latency,
@@ -98,6 +104,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "startup": _startup,
     "batch": _batch,
     "serve": _serve,
+    "console": _console,
 }
 
 

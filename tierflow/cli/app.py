@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tierflow.cli import console
 from tierflow.errors import RunError, TierflowError, UserError
 
 app = typer.Typer(
@@ -672,6 +673,9 @@ def bench(
     from tierflow.bench import run_benchmarks
 
     _guard(lambda: run_benchmarks(name, results))
+
+
+app.command("ui")(console.ui)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from tierflow.errors import UserError
 from tierflow.runner import Runner
 from tierflow.server.auth import load_api_keys, require_key, use_api_keys
 from tierflow.server.deps import caller
-from tierflow.server.routes import assistants, runs, system, threads
+from tierflow.server.routes import assistants, console, runs, system, threads
 from tierflow.server.service import Server
 from tierflow.server.store import SqliteStore, Store
 from tierflow.server.worker import Worker
@@ -72,6 +72,7 @@ def create_app(
     app.dependency_overrides[caller] = require_key
     for module in (system, assistants, threads, runs):
         app.include_router(module.router)
+    app.include_router(console.router)  # what `tierflow ui` needs beyond the Agent Protocol
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
