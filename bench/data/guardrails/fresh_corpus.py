@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
+from tierflow.bench.data.guardrails import fresh_attacks as fa
+from tierflow.bench.data.guardrails import fresh_benign as fb
 
-import fresh_attacks as fa  # noqa: E402
-import fresh_benign as fb  # noqa: E402
+HERE = Path(__file__).parent
 
 _LEET = str.maketrans({"e": "3", "a": "4", "o": "0", "i": "1", "s": "5", "t": "7"})
 _CYRILLIC = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "i": "і"})
