@@ -343,7 +343,7 @@ class InjectionGuardrail:
         self._layers = {stage: layers_for(cfg, stage) for stage in self.stages}
         self._judge_tier = cfg.judge_tier
         self._judge_timeout_s = cfg.judge_timeout_s
-        self._judge = judge
+        self._judge_given = judge
 
     def __call__(self, text: str, ctx: GuardContext) -> Verdict | Awaitable[Verdict]:
         layers = self._layers.get(ctx.stage, ())
@@ -393,7 +393,7 @@ class InjectionGuardrail:
     ) -> Verdict:
         from tierflow.guardrails.builtin.judge import configured_judge_tier, judge
 
-        tier = self._judge or configured_judge_tier(self._judge_tier)
+        tier = self._judge_given or configured_judge_tier(self._judge_tier)
         verdict = await judge(text, tier, self._judge_timeout_s)
         if verdict is None:
             reason = f"judge: no verdict in time (classifier {probability:.2f}, below block)"
