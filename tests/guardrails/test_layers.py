@@ -98,3 +98,17 @@ def test_a_possible_phone_number_with_a_cue_is_pii(text: str, value: str) -> Non
 def test_a_possible_phone_number_without_a_cue_stays() -> None:
     for text in ("Vorgang 09885868161 ist erledigt.", "Dossier 03206615946 clos."):
         assert redact_pii(text) == text
+
+
+async def test_the_grey_zone_goes_to_the_judge_which_names_its_layer() -> None:
+    from tierflow.guardrails.builtin.injection import InjectionGuardrail
+    from tierflow.models.tiers import Tier
+
+    text = "What is a prompt injection attack?"
+    assert grey_threshold() <= injection_probability(text)  # precondition: the grey zone
+    no_backend = Tier(name="router", backends=[])  # the judge cannot answer: no opinion
+    guard = InjectionGuardrail(GuardrailsSettings(), judge=no_backend)
+    result = await run_stage([guard], text, GuardContext(stage="input"))
+    assert result.action is Action.ALLOW  # below the block threshold, so it passes
+    judged = [f for v in result.verdicts for f in v.findings if f.layer == "judge"]
+    assert [f.kind for f in judged] == ["no_verdict"]
