@@ -414,6 +414,11 @@ class GuardrailsSettings(_Section):
             "riservato",
         ]
     )
+    #: ``residency``: known public contacts that do not make a text sensitive: e-mail
+    #: addresses, e-mail domains (``"example.com"`` covers ``sales@example.com``) and
+    #: phone numbers (compared by their last nine digits, so ``+31 30 800 4120`` also
+    #: covers ``030 800 4120``). PII redaction is unaffected.
+    residency_allow: list[str] = Field(default_factory=list)
     #: ``deny``: topics (words or regular expressions) a run must not discuss.
     deny_topics: list[str] = Field(default_factory=list)
     #: ``injection``: the layers per stage (see ``InjectionLayerSettings``).
