@@ -1,6 +1,6 @@
 """Detection and false-positive rates of the built-in guardrails on a public corpus.
 
-``tierflow bench guardrails-eval`` (or ``python -m tierflow.bench.guardrails_eval``).
+Part of ``tierflow bench guardrails-eval`` (``guardrails_honest.run``): the hash split.
 
 Corpus (``bench/data/guardrails``, SOURCES.md says where each part comes from):
 
@@ -38,7 +38,7 @@ from tierflow.guardrails.base import Action, StageResult
 from tierflow.settings import GuardrailsSettings
 
 DATA = Path(__file__).parent / "data" / "guardrails"
-GOALS = {"attacks_blocked": 0.95, "benign_blocked_or_altered": 0.03, "pii_redacted": 0.97}
+GOALS = {"attacks_blocked": 0.95, "benign_blocked_or_altered": 0.02, "pii_redacted": 0.98}
 Split = Literal["dev", "heldout"]
 
 
@@ -260,28 +260,5 @@ def a_all(result: dict[str, Any]) -> float | None:
     return rate
 
 
-def run(classifier: bool = True) -> dict[str, Any]:
-    """The figures recorded in ``bench/results/guardrails-eval.json``."""
-    items = load_corpus()
-    heuristic = evaluate(items, GuardrailsSettings())
-    out: dict[str, Any] = {
-        "goals": GOALS,
-        "corpus": {
-            "attacks": sum(it.kind == "attack" for it in items),
-            "benign": sum(it.kind == "benign" for it in items),
-            "split": "sha256(text)[0] even -> dev (patterns tuned, classifier trained); "
-            "odd -> heldout",
-        },
-        "summary": {"heuristic": _summary(heuristic)},
-        "heuristic": heuristic,
-    }
-    if classifier:
-        with_classifier = evaluate(items, GuardrailsSettings(classifier=True))
-        out["summary"]["heuristic+classifier"] = _summary(with_classifier)
-        out["heuristic+classifier"] = with_classifier
-    out["pii"] = evaluate_pii(load_pii())
-    return out
-
-
 if __name__ == "__main__":
-    print(json.dumps(run(classifier=False)["summary"], indent=2))
+    print(json.dumps(_summary(evaluate(load_corpus(), GuardrailsSettings(classifier=False)))))

@@ -106,8 +106,10 @@ def _stage(text: str, runs: int, cfg: GuardrailsSettings) -> dict[str, float]:
 def run() -> dict[str, Any]:
     """The figures recorded in ``bench/results/guardrails-latency.json``."""
     load_start = [round(x, 2) for x in os.getloadavg()]
-    heuristic = GuardrailsSettings()
-    with_classifier = GuardrailsSettings(classifier=True)
+    from tierflow.bench.guardrails_honest import HEURISTICS, NO_JUDGE
+
+    heuristic = HEURISTICS
+    with_classifier = NO_JUDGE  # the default minus the judge (grey zone only, timed in -eval)
     from tierflow.guardrails.builtin.classifier import injection_probability
 
     injection_probability("warm up")  # load the embedder before timing

@@ -56,7 +56,7 @@ def _failover() -> dict[str, Any]:
 
 
 def _guardrails_eval() -> dict[str, Any]:
-    from tierflow.bench.guardrails_eval import run
+    from tierflow.bench.guardrails_honest import run
 
     return run()
 

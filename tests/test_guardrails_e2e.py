@@ -78,12 +78,13 @@ async def test_injection_in_a_retrieved_document_is_withheld(
     assert ("tool_result", "injection", "block") in [
         (g.stage, g.name, g.action) for g in record.guardrails
     ]
+    # Only the poisoned passage is withheld: the model still reads the clean one.
     call = next(c for s in record.steps for c in s.tool_calls)
-    assert call.name == "retrieve" and call.ok is False
-    assert call.error is not None and call.error.startswith("blocked_by_guardrail")
+    assert call.name == "retrieve" and call.ok is True
     assert len(hosted.requests) == 2
     assert not any("ignore all previous instructions" in t.lower() for t in _sent_text(hosted))
-    assert "withheld" in json.dumps(hosted.requests[1].body)
+    second = json.dumps(hosted.requests[1].body)
+    assert "1 of 2 passages withheld" in second and "30 days of delivery" in second
 
 
 class _Searx:

@@ -369,6 +369,25 @@ class GuardrailStageSettings(_Section):
     )
 
 
+InjectionLayer = Literal["heuristics", "classifier", "judge"]
+
+
+class InjectionLayerSettings(_Section):
+    """``[guardrails.injection_layers]``: which layers of the ``injection`` guardrail run
+    at each stage, in order: ``heuristics`` (patterns and decoding, microseconds),
+    ``classifier`` (MiniLM embedding + logistic regression, ~10-40 ms), ``judge`` (the
+    router tier's local model, for the classifier's grey zone only)."""
+
+    input: list[InjectionLayer] = Field(
+        default_factory=lambda: list[InjectionLayer](["heuristics", "classifier", "judge"])
+    )
+    # Documents read differently from requests: the classifier, trained on requests,
+    # misreads ordinary prose, so tool results get the heuristics only by default.
+    tool_result: list[InjectionLayer] = Field(
+        default_factory=lambda: list[InjectionLayer](["heuristics"])
+    )
+
+
 class GuardrailsSettings(_Section):
     """``[guardrails]``: the stages of every graph, per-graph and per-agent additions,
     and the built-ins' options."""
@@ -395,12 +414,23 @@ class GuardrailsSettings(_Section):
             "riservato",
         ]
     )
+    #: ``residency``: known public contacts that do not make a text sensitive: e-mail
+    #: addresses, e-mail domains (``"example.com"`` covers ``sales@example.com``) and
+    #: phone numbers (compared by their last nine digits, so ``+31 30 800 4120`` also
+    #: covers ``030 800 4120``). PII redaction is unaffected.
+    residency_allow: list[str] = Field(default_factory=list)
     #: ``deny``: topics (words or regular expressions) a run must not discuss.
     deny_topics: list[str] = Field(default_factory=list)
-    #: ``injection``: also run the small CPU classifier at the input stage (MiniLM embeddings,
-    #: ~64 ms per 2 KB). Off by default: it lifts detection from 87.5 % to 97.4 % on the
-    #: evaluation corpus but also refuses persona-style requests ("Act as a translator...").
-    classifier: bool = False
+    #: ``injection``: the layers per stage (see ``InjectionLayerSettings``).
+    injection_layers: InjectionLayerSettings = InjectionLayerSettings()
+    #: ``injection``: shorthand kept from before the layers were configurable: ``false``
+    #: drops the classifier and the judge from every stage, ``true`` adds the classifier
+    #: to the input stage; unset, ``injection_layers`` decides.
+    classifier: bool | None = None
+    #: ``injection`` judge: the tier whose local backends judge the grey zone, and how
+    #: long a verdict may take before the classifier's threshold decides alone.
+    judge_tier: str = "router"
+    judge_timeout_s: float = Field(default=4.0, gt=0)
     #: ``grounding``: report unsupported answer sentences ("flag") or refuse the answer.
     grounding_action: Literal["flag", "block"] = "flag"
     #: ``grounding``: share of a sentence's content words one passage must contain.

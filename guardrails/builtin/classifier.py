@@ -36,8 +36,15 @@ def _model() -> dict[str, Any]:
 
 
 def threshold() -> float:
-    """The decision threshold chosen on the dev split (see the training script)."""
+    """P(injection) from which the classifier blocks on its own (chosen on out-of-fold
+    scores of the leave-one-source-out folds, see ``bench/guardrails_folds.py``)."""
     return float(_model()["threshold"])
+
+
+def grey_threshold() -> float:
+    """P(injection) from which a text is in the grey zone the judge decides (up to
+    :func:`threshold`)."""
+    return float(_model().get("grey_threshold", threshold()))
 
 
 def injection_probabilities(texts: list[str]) -> list[float]:

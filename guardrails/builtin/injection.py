@@ -8,9 +8,11 @@
    Unicode tag characters read, leetspeak folded and s p a c e d letters joined; each
    result is rescanned (``decoded:base64``, ``decoded:rot13``, ``decoded:unicode_tags``,
    ``leetspeak``, ``spacing``).
-3. ``classifier`` (``guardrails.classifier = true``): logistic regression over MiniLM
-   sentence embeddings, for what the patterns do not name (see ``_classifier.py``). It runs
-   at the input stage only, and only when the heuristics did not already block.
+3. ``classifier``: logistic regression over MiniLM sentence embeddings, for what the
+   patterns do not name (see ``classifier.py``). By default at the input stage only, and
+   only when the heuristics did not already block.
+4. ``judge``: only for the classifier's grey zone, the router tier's local model under a
+   JSON schema (``judge.py``). ``[guardrails.injection_layers]`` sets the layers per stage.
 
 A block says why in words safe for a user; at the tool_result stage the reason is meant
 for the model, which reads it instead of the tool's output.
@@ -26,12 +28,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierflow.guardrails.base import Finding, GuardContext, Stage, Verdict
 from tierflow.guardrails.builtin import deobfuscate as deob
 from tierflow.guardrails.builtin.size import _confusables, _strip_marks, normalize
-from tierflow.settings import GuardrailsSettings
+from tierflow.settings import GuardrailsSettings, InjectionLayer
+
+if TYPE_CHECKING:
+    from tierflow.models.tiers import Tier
 
 # The stdlib's own regex parser (see _required_literals); private modules without type
 # stubs, hence loaded as untyped values.
@@ -314,47 +319,64 @@ def _compact_rule() -> Rule:
     return Rule("spaced_keyword", "en", 1.0, 1.0, _COMPACT)
 
 
+def layers_for(cfg: GuardrailsSettings, stage: Stage) -> tuple[InjectionLayer, ...]:
+    """The layers that run at ``stage``: ``[guardrails.injection_layers]``, adjusted by
+    the older ``classifier`` switch when it is set."""
+    layers = list(getattr(cfg.injection_layers, stage, ["heuristics"]))
+    if cfg.classifier is False:
+        layers = [layer for layer in layers if layer == "heuristics"]
+    elif cfg.classifier is True and stage == "input" and "classifier" not in layers:
+        layers.append("classifier")
+    return tuple(dict.fromkeys(layers))
+
+
 class InjectionGuardrail:
-    """Block prompt injections and jailbreaks at input and in tool results."""
+    """Block prompt injections and jailbreaks at input and in tool results, in layers:
+    heuristics, then the classifier, then (its grey zone only) the local judge."""
 
     name = "injection"
     stages: frozenset[Stage] = frozenset({"input", "tool_result"})
 
-    def __init__(self, cfg: GuardrailsSettings) -> None:
-        self._classifier = cfg.classifier
+    def __init__(self, cfg: GuardrailsSettings, judge: Tier | None = None) -> None:
+        """``judge``: the tier that judges the grey zone (its local backends only); by
+        default ``[guardrails] judge_tier`` of the process's settings."""
+        self._layers = {stage: layers_for(cfg, stage) for stage in self.stages}
+        self._judge_tier = cfg.judge_tier
+        self._judge_timeout_s = cfg.judge_timeout_s
+        self._judge_given = judge
 
     def __call__(self, text: str, ctx: GuardContext) -> Verdict | Awaitable[Verdict]:
-        total, hits = detect(text, ctx.stage)
-        findings = [
-            Finding(
-                name=self.name,
-                reason=f"{h.rule.id.replace('_', ' ')}: '{h.excerpt}'",
-                kind=h.rule.id,
-                layer=h.layer,
-            )
-            for h in hits
-        ]
-        if total >= THRESHOLD:
-            return self._block(ctx.stage, findings)
-        # Input only: trained on requests, the classifier misreads ordinary documents
-        # (12% of the demo handbook's held-out paragraphs), while the heuristics catch
-        # the indirect injections of the corpus.
-        if self._classifier and ctx.stage == "input":
-            return self._classify(text, ctx.stage, findings)
+        layers = self._layers.get(ctx.stage, ())
+        findings: list[Finding] = []
+        if "heuristics" in layers:
+            total, hits = detect(text, ctx.stage)
+            findings = [
+                Finding(
+                    name=self.name,
+                    reason=f"{h.rule.id.replace('_', ' ')}: '{h.excerpt}'",
+                    kind=h.rule.id,
+                    layer=h.layer,
+                )
+                for h in hits
+            ]
+            if total >= THRESHOLD:
+                return self._block(ctx.stage, findings)
+        if "classifier" in layers:
+            return self._classify(text, ctx.stage, findings, judge="judge" in layers)
         return Verdict.allow(self.name, findings)
 
     def _block(self, stage: Stage, findings: list[Finding]) -> Verdict:
         reason = TOOL_RESULT_REASON if stage == "tool_result" else INPUT_REASON
         return Verdict.block(self.name, reason, findings)
 
-    async def _classify(self, text: str, stage: Stage, findings: list[Finding]) -> Verdict:
-        from tierflow.guardrails.builtin.classifier import injection_probability
+    async def _classify(
+        self, text: str, stage: Stage, findings: list[Finding], *, judge: bool
+    ) -> Verdict:
+        from tierflow.guardrails.builtin import classifier
 
         # onnxruntime releases the GIL: a worker thread keeps the event loop free.
-        probability = await asyncio.to_thread(injection_probability, text)
-        from tierflow.guardrails.builtin.classifier import threshold
-
-        if probability >= threshold():
+        probability = await asyncio.to_thread(classifier.injection_probability, text)
+        if probability >= classifier.threshold():
             finding = Finding(
                 name=self.name,
                 reason=f"classifier: injection probability {probability:.2f}",
@@ -362,4 +384,24 @@ class InjectionGuardrail:
                 layer="classifier",
             )
             return self._block(stage, [*findings, finding])
+        if judge and probability >= classifier.grey_threshold():
+            return await self._judge(text, stage, findings, probability)
         return Verdict.allow(self.name, findings)
+
+    async def _judge(
+        self, text: str, stage: Stage, findings: list[Finding], probability: float
+    ) -> Verdict:
+        from tierflow.guardrails.builtin.judge import configured_judge_tier, judge
+
+        tier = self._judge_given or configured_judge_tier(self._judge_tier)
+        verdict = await judge(text, tier, self._judge_timeout_s)
+        if verdict is None:
+            reason = f"judge: no verdict in time (classifier {probability:.2f}, below block)"
+            kind = "no_verdict"
+        else:
+            reason = f"judge: {verdict.verdict} ({verdict.category}): {verdict.reason}"
+            kind = verdict.category
+        finding = Finding(name=self.name, reason=reason[:300], kind=kind, layer="judge")
+        if verdict is not None and verdict.verdict == "injection":
+            return self._block(stage, [*findings, finding])
+        return Verdict.allow(self.name, [*findings, finding])

@@ -102,25 +102,63 @@ def _digits(s: str) -> str:
     return re.sub(r"\D", "", s)
 
 
-def _phone_ok(candidate: str) -> bool:
+# Words that say a number is a phone number, looked for just before it (or right after:
+# "... unter +49 151 7135241 an"): then a number libphonenumber calls possible (right
+# length for its country) counts, not only a valid one (known ranges).
+_PHONE_CUE = re.compile(
+    r"\b(?:call|calls|calling|phone|mobile|cell|number|tel|telephone|whatsapp|sms|text me"
+    r"|num[ée]ro|t[ée]l[ée]phone|portable|appel\w*|joindre|telefon\w*|unter|handy|anruf\w*"
+    r"|rufnummer|nummer|llam\w*|tel[ée]fono|m[óo]vil|n[úu]mero|chiam\w*|cellulare)\b",
+    re.IGNORECASE,
+)
+
+
+def _phone_numbers(candidate: str) -> Iterator[phonenumbers.PhoneNumber]:
+    """The readings of ``candidate``: its own country for ``+``/``00``, else the plans
+    it could belong to."""
+    if candidate.startswith(("+", "00")):
+        yield phonenumbers.parse("+" + candidate[2:] if candidate[0] == "0" else candidate)
+        return
+    if candidate.startswith("("):
+        yield phonenumbers.parse(candidate, "US")
+        return
+    for region in _NATIONAL_REGIONS if candidate[0] == "0" else _NO_TRUNK_REGIONS:
+        yield phonenumbers.parse(candidate, region)
+
+
+def _phone_check(candidate: str, possible: bool) -> bool:
+    """Valid, or (``possible``: a cue stands near it) possible for its country."""
     if _DATE.fullmatch(candidate):
         return False
-    digits = _digits(candidate)
-    if not 7 <= len(digits) <= 15:
+    if not 7 <= len(_digits(candidate)) <= 15:
         return False
+    check = phonenumbers.is_possible_number if possible else phonenumbers.is_valid_number
     try:
-        if candidate.startswith(("+", "00")):
-            num = phonenumbers.parse("+" + candidate[2:] if candidate[0] == "0" else candidate)
-            return bool(phonenumbers.is_valid_number(num))
-        if candidate.startswith("("):
-            return bool(phonenumbers.is_valid_number(phonenumbers.parse(candidate, "US")))
-        regions = _NATIONAL_REGIONS if candidate[0] == "0" else _NO_TRUNK_REGIONS
-        for region in regions:
-            if phonenumbers.is_valid_number(phonenumbers.parse(candidate, region)):
-                return True
+        return any(check(num) for num in _phone_numbers(candidate))
     except phonenumbers.NumberParseException:
         return False
-    return False
+
+
+# Where a cue stops counting: the end of a clause, or another number.
+_CLAUSE = re.compile(r"[.!?;:()\[\]\n]|\d")
+
+
+def _cued(text: str, start: int, end: int) -> bool:
+    """A cue word in the same clause, up to 40 characters before or 8 after the number."""
+    before = _CLAUSE.split(text[max(0, start - 40) : start].rstrip(" :"))[-1]
+    after = _CLAUSE.split(text[end : end + 8])[0]
+    return _PHONE_CUE.search(before) is not None or _PHONE_CUE.search(after) is not None
+
+
+def _phones(text: str, free: Free) -> Iterator[PiiMatch]:
+    for m in _PHONE.finditer(text):
+        value = m.group()
+        if not free(m.start(), m.end()):
+            continue
+        cued = value.startswith(("+", "00")) or _cued(text, m.start(), m.end())
+        if _phone_check(value, possible=False) or (cued and _phone_check(value, possible=True)):
+            key = re.sub(r"[\s.\-()]", "", value).upper()
+            yield PiiMatch("PHONE", m.start(), m.end(), key, "phone number")
 
 
 def _card_ok(candidate: str) -> bool:
@@ -208,7 +246,7 @@ _FINDERS: tuple[Callable[[str, Free], Iterator[PiiMatch]], ...] = (
     _emails,
     _simple(_CARD, "CARD", "payment card number", _card_ok, compact=True),
     _national,
-    _simple(_PHONE, "PHONE", "phone number", _phone_ok, compact=True),
+    _phones,
 )
 
 

@@ -1,13 +1,15 @@
-"""Train the injection classifier (``guardrails/builtin/classifier.json``) on the dev split.
+"""Train the injection classifier (``guardrails/builtin/classifier.json``).
 
     .venv/bin/python bench/data/guardrails/train_classifier.py
 
-Features: the MiniLM sentence embedding tierflow ships (``tierflow.models.embeddings``). Model:
-L2-regularised logistic regression with balanced class weights, fitted by full-batch
-gradient descent in numpy (384 weights: no need for scikit-learn at run time or here).
-Data: the ``dev`` half of the public corpus and the demo documents (attacks vs benign);
-the ``heldout`` half and our own cases are never seen. The threshold is the lowest that
-keeps the false-positive rate on dev benign items under ``MAX_DEV_FPR``.
+Features: the MiniLM sentence embedding tierflow ships (``tierflow.models.embeddings``).
+Model and folds: ``tierflow.bench.guardrails_folds`` (logistic regression, IRLS). Data:
+every input-stage text of the evaluation corpus (public sources, our own cases) plus
+``own_hard_negatives.jsonl`` (persona requests, security questions, quoted attacks,
+code that says "ignore"); the fresh test set (``fresh_test.jsonl``) is never read. The
+two thresholds come from the leave-one-source-out scores: ``threshold`` blocks at most
+``BLOCK_FPR`` of benign texts out of fold, ``grey_threshold`` sends at most ``GREY_FPR``
+more to the judge.
 """
 
 from __future__ import annotations
@@ -17,52 +19,47 @@ from pathlib import Path
 
 import numpy as np
 
-from tierflow.bench.guardrails_eval import load_corpus
-from tierflow.guardrails.builtin.classifier import MAX_CHARS
+from tierflow.bench.guardrails_eval import DATA, _items, load_corpus
+from tierflow.bench.guardrails_folds import BLOCK_FPR, GREY_FPR, embeddings, fit, loso
 from tierflow.models.embeddings import shared_embedder
 
 OUT = Path(__file__).resolve().parents[3] / "guardrails" / "builtin" / "classifier.json"
-MAX_DEV_FPR = 0.01
-L2 = 1e-3
-STEPS = 3000
-RATE = 2.0
+
+
+def training_items() -> list:  # type: ignore[type-arg]
+    items = load_corpus() + _items(DATA / "own_hard_negatives.jsonl")
+    return [it for it in items if it.stage == "input"]
 
 
 def main() -> None:
-    items = [it for it in load_corpus() if it.split == "dev" and it.source != "own"]
-    texts = [it.text[:MAX_CHARS] for it in items]
-    y = np.array([1.0 if it.kind == "attack" else 0.0 for it in items], dtype=np.float64)
-    embedder = shared_embedder()
-    x = embedder.embed(texts).astype(np.float64)
-    pos = y.sum()
-    weights = np.where(y == 1, len(y) / (2 * pos), len(y) / (2 * (len(y) - pos)))
-    w = np.zeros(x.shape[1])
-    b = 0.0
-    for _ in range(STEPS):
-        p = 1 / (1 + np.exp(-(x @ w + b)))
-        g = weights * (p - y)
-        w -= RATE * (x.T @ g / len(y) + L2 * w)
-        b -= RATE * g.mean()
-    p = 1 / (1 + np.exp(-(x @ w + b)))
-    benign = np.sort(p[y == 0])
-    threshold = float(benign[int(len(benign) * (1 - MAX_DEV_FPR))])
-    threshold = max(threshold, 0.5)
-    recall = float((p[y == 1] >= threshold).mean())
+    items = training_items()
+    x = embeddings(items)
+    y = np.array([1.0 if it.kind == "attack" else 0.0 for it in items])
+    folds = loso(items, x)
+    w, b = fit(x, y)
+    oof_benign = folds.oof[y == 0]
+    oof_attack = folds.oof[y == 1]
     OUT.write_text(
         json.dumps(
             {
-                "model": embedder.model_id,
-                "trained_on": {"attacks": int(pos), "benign": int(len(y) - pos), "split": "dev"},
-                "dev_recall": round(recall, 4),
-                "dev_fpr": round(float((benign >= threshold).mean()), 4),
-                "threshold": round(threshold, 4),
+                "model": shared_embedder().model_id,
+                "trained_on": {"attacks": int(y.sum()), "benign": int(len(y) - y.sum())},
+                "thresholds_from": f"leave-one-source-out scores, benign FPR {BLOCK_FPR} "
+                f"(block) and {BLOCK_FPR + GREY_FPR} (grey zone)",
+                "oof_recall": round(float((oof_attack >= folds.block).mean()), 4),
+                "oof_fpr": round(float((oof_benign >= folds.block).mean()), 4),
+                "oof_grey_benign": round(
+                    float(((oof_benign >= folds.grey) & (oof_benign < folds.block)).mean()), 4
+                ),
+                "threshold": round(folds.block, 4),
+                "grey_threshold": round(folds.grey, 4),
                 "bias": round(b, 6),
                 "weights": [round(float(v), 6) for v in w],
             }
         )
         + "\n"
     )
-    print(f"{OUT}: threshold {threshold:.3f}, dev recall {recall:.3f}")
+    print(f"{OUT}: block {folds.block:.3f}, grey {folds.grey:.3f}")
 
 
 if __name__ == "__main__":
