@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tierflow.bench.answers_truth import ROUTES, RIGHT_TOOLS, Question, load_questions, score
+from tierflow.bench.answers_truth import RIGHT_TOOLS, ROUTES, Question, load_questions, score
 from tierflow.errors import UserError
 from tierflow.record import RunRecord
 from tierflow.runner import Runner
@@ -30,11 +30,13 @@ from tierflow.tools.demo.shop import build_shop_db
 from tierflow.tools.retrieval import demo_docs_dir
 from tierflow.tools.sql import demo_db_path
 
-_MARKS = ("unverified", "[degraded]")
+LANGUAGES = ("en", "fr", "de", "es")
+# An answer that says it may be wrong, or that abstains, is not confidently wrong.
+_MARKS = ("unverified", "[degraded]", "this is not in the documents", "do not answer this")
 
 
 def _marked(record: RunRecord) -> bool:
-    """The answer says it may be wrong: degraded, or marked unverified."""
+    """The answer says it may be wrong (degraded, unverified) or abstains."""
     verified = getattr(record, "verified", True)
     return record.degraded or not verified or any(m in record.answer.lower() for m in _MARKS)
 
@@ -126,7 +128,8 @@ def run(route: str | None = None, limit: int | None = None) -> dict[str, Any]:
         "overall": _summary(rows),
         "per_route": {r: _summary([x for x in rows if x["route"] == r]) for r in ROUTES},
         "per_language": {
-            lang: _summary([x for x in rows if x["lang"] == lang]) for lang in ("en", "fr", "de", "es")
+            lang: _summary([x for x in rows if x["lang"] == lang])
+            for lang in ("en", "fr", "de", "es")
         },
         "questions": rows,
     }

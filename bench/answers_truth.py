@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tierflow.errors import UserError
+from tierflow.guardrails.builtin.output import numbers_in
 
 ROUTES = ("data", "docs", "code", "web")
 RIGHT_TOOLS = {
@@ -31,39 +32,9 @@ RIGHT_TOOLS = {
     "web": {"web_search", "retrieve"},
 }
 
-# Numbers as people write them: 1,234.5 / 1.234,5 / 1 234 / 6,95. An ambiguous token
-# yields every reading, so "1.000" counts as 1000 and as 1.0 (scoring checks membership).
-_NUMBER = re.compile(r"\d{1,3}(?:[\u00a0\u202f ]\d{3})+(?!\d)|\d+(?:[.,]\d+)*")
 
-
-def readings(token: str) -> set[Decimal]:
-    """Every value the written number ``token`` can mean."""
-    t = re.sub(r"[\u00a0\u202f ]", "", token)
-    out: set[str] = set()
-    if "," in t and "." in t:
-        dec = "," if t.rfind(",") > t.rfind(".") else "."
-        other = "." if dec == "," else ","
-        out.add(t.replace(other, "").replace(dec, "."))
-    elif "," in t or "." in t:
-        sep = "," if "," in t else "."
-        parts = t.split(sep)
-        if all(len(p) == 3 for p in parts[1:]):
-            out.add(t.replace(sep, ""))  # thousands groups
-        if len(parts) == 2:
-            out.add(t.replace(sep, "."))  # a decimal mark
-    else:
-        out.add(t)
-    values: set[Decimal] = set()
-    for s in out:
-        try:
-            values.add(Decimal(s))
-        except InvalidOperation:
-            continue
-    return values
-
-
-def numbers_in(text: str) -> list[set[Decimal]]:
-    return [readings(m) for m in _NUMBER.findall(text)]
+def _numbers(text: str) -> list[set[Decimal]]:
+    return [values for _, values in numbers_in(text)]
 
 
 @dataclass
@@ -105,7 +76,7 @@ class _Shop:
         self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         self.conn.row_factory = sqlite3.Row
         tables = {
-            t: [dict(r) for r in self.conn.execute(f"SELECT * FROM {t}")]  # noqa: S608
+            t: [dict(r) for r in self.conn.execute(f"SELECT * FROM {t}")]
             for t in ("customers", "products", "orders", "order_items")
         }
         self.env: dict[str, Any] = {
@@ -159,7 +130,7 @@ def _py(expr: str, env: dict[str, Any]) -> Decimal | str:
     builtins = {n: __builtins__[n] if isinstance(__builtins__, dict) else getattr(__builtins__, n)
                 for n in ("len", "sum", "max", "min", "next", "round", "range", "int", "str",
                           "all", "any", "sorted", "set", "abs", "pow")}  # fmt: skip
-    return _as_value(eval(expr, {"__builtins__": builtins, **_HELPERS, **env}))  # noqa: S307
+    return _as_value(eval(expr, {"__builtins__": builtins, **_HELPERS, **env}))
 
 
 def _flat(text: str) -> str:
@@ -181,13 +152,13 @@ def _doc_truth(q: dict[str, Any], docs: Path) -> tuple[Decimal | str, str]:
         raise UserError(f"answers: {q['id']}: the quote is not in {q['file']}")
     value = _as_value(q["value"])
     found = (
-        any(value in r for r in numbers_in(quote))
+        any(value in r for r in _numbers(quote))
         if isinstance(value, Decimal)
         else value.lower() in quote.lower()
     )
     if not found:
         raise UserError(f"answers: {q['id']}: {q['value']!r} is not in its quote")
-    return value, f"{q['file']}: \"{quote}\""
+    return value, f'{q["file"]}: "{quote}"'
 
 
 def load_questions(shop_db: Path, docs: Path, path: Path | None = None) -> list[Question]:
@@ -212,7 +183,9 @@ def load_questions(shop_db: Path, docs: Path, path: Path | None = None) -> list[
         elif "py" in q:
             value, second = _py(q["py"], {}), _py(q["py2"], {})
             if not _agree(value, second, tol):
-                raise UserError(f"answers: {q['id']}: {q['py']} = {value} but {q['py2']} = {second}")
+                raise UserError(
+                    f"answers: {q['id']}: {q['py']} = {value} but {q['py2']} = {second}"
+                )
             reject += [_py(r, {}) for r in q.get("reject_py", [])]
             evidence = q["py"]
         elif unavailable:
@@ -224,10 +197,18 @@ def load_questions(shop_db: Path, docs: Path, path: Path | None = None) -> list[
         routes = {q["route"]} | ({"docs"} if q["route"] == "web" and "quote" in q else set())
         out.append(
             Question(
-                id=q["id"], lang=q["lang"], route=q["route"], text=q["text"], value=value,
-                words=list(q.get("words", [])), reject=reject, tolerance=tol,
-                unavailable=unavailable, routes=routes, evidence=evidence,
-            )  # fmt: skip
+                id=q["id"],
+                lang=q["lang"],
+                route=q["route"],
+                text=q["text"],
+                value=value,
+                words=list(q.get("words", [])),
+                reject=reject,
+                tolerance=tol,
+                unavailable=unavailable,
+                routes=routes,
+                evidence=evidence,
+            )
         )
     return out
 
@@ -255,11 +236,9 @@ def score(q: Question, answer: str) -> bool:
     shown in fenced blocks are how the answer was found, not what it states."""
     answer = _CODE.sub(" ", answer)
     if q.unavailable:
-        return bool(_UNAVAILABLE.search(answer)) and not numbers_in(
-            re.sub(r"\[[^\]]*\]", "", answer)
-        )
+        return bool(_UNAVAILABLE.search(answer)) and not _numbers(re.sub(r"\[[^\]]*\]", "", answer))
     assert q.value is not None
-    found = numbers_in(answer)
+    found = _numbers(answer)
     if any(_states(answer, r, q.tolerance, found) for r in q.reject):
         return False
     return _states(answer, q.value, q.tolerance, found) or any(

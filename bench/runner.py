@@ -130,7 +130,9 @@ def run_benchmarks(
         options = " ".join(p for p in [*parts, f"--tag {tag}" if tag else ""] if p)
         command = f"tierflow bench answers {options}".strip()
         figures = run(route=route, limit=limit)
-        record_results(f"answers-{tag}" if tag else "answers", figures, results_dir, command=command)
+        record_results(
+            f"answers-{tag}" if tag else "answers", figures, results_dir, command=command
+        )
         return
     for n in names:
         print(f"running {n}…", file=sys.stderr, flush=True)
