@@ -42,27 +42,55 @@ def _error(outcome: ToolOutcome) -> str:
 # ---------------------------------------------------------------------------- analyst
 
 
-def describe_schema(schema: dict[str, Any]) -> tuple[str, str]:
-    """(the tables as prompt lines with sample values and foreign keys, a join example)."""
-    lines, example = [], ""
+def describe_schema(schema: dict[str, Any]) -> str:
+    """The tables as ``CREATE TABLE`` statements with ``REFERENCES`` for foreign keys and
+    a comment listing the values of small text columns (one example of the others).
+
+    Measured on the embedded 0.5B coder model: with this DDL form it joins orders to
+    customers to filter on ``country = 'FR'``; with a one-line-per-table listing and a
+    join example it filtered ``orders.country``, a column that does not exist."""
+    out = []
     for table in schema.get("tables", []):
+        refs = dict(fk.split(" -> ", 1) for fk in table.get("foreign_keys", []))
         cols = []
         for c in table.get("columns", []):
-            col = f"{c['name']} {c['type']}"
-            if c.get("samples"):
-                col += " e.g. " + ", ".join(f"'{v}'" for v in c["samples"])
-            cols.append(col)
-        lines.append(f"{table['name']}({'; '.join(cols)})")
-        for fk in table.get("foreign_keys", []):
-            column, _, target = fk.partition(" -> ")
-            lines.append(f"  {table['name']}.{column} references {target}")
-            if not example:
-                ref_table, _, ref_col = target.partition(".")
-                example = (
-                    f"SELECT COUNT(*) FROM {table['name']} t JOIN {ref_table} r "
-                    f"ON r.{ref_col} = t.{column} WHERE r.<column> = '<value>'"
-                )
-    return "\n".join(lines), example
+            line = f"  {c['name']} {c['type']}"
+            if c["name"] in refs:
+                ref_table, _, ref_col = refs[c["name"]].partition(".")
+                line += f" REFERENCES {ref_table}({ref_col})"
+            cols.append((line, _values_comment(c.get("samples") or [])))
+        body = "\n".join(
+            f"{line},{note}" if i < len(cols) - 1 else f"{line}{note}"
+            for i, (line, note) in enumerate(cols)
+        )
+        out.append(f"CREATE TABLE {table['name']} (\n{body}\n);")
+    return "\n".join(out)
+
+
+def _values_comment(samples: list[Any]) -> str:
+    if not samples:
+        return ""
+    if len(samples) > 3:  # a small set: every value (so "France" maps to 'FR')
+        return " -- values: " + ", ".join(f"'{v}'" for v in samples)
+    return f" -- e.g. '{samples[0]}'"
+
+
+def column_hint(error: str, schema: dict[str, Any]) -> str:
+    """For "no such column: X", which tables have a column X (so the model can join)."""
+    if re.search(r"no such function: (YEAR|MONTH|DAY)", error, re.IGNORECASE):
+        return " In SQLite use strftime('%Y', column) = '2025' (or '%m' for the month)."
+    match = re.search(r"no such column: (?:\w+\.)?(\w+)", error)
+    if not match:
+        return ""
+    name = match.group(1)
+    owners = [
+        t["name"]
+        for t in schema.get("tables", [])
+        if any(c["name"] == name for c in t.get("columns", []))
+    ]
+    if not owners:
+        return f" There is no column {name}."
+    return f" {name} is a column of {', '.join(owners)}: JOIN that table."
 
 
 def _rows_text(output: dict[str, Any]) -> str:
@@ -96,14 +124,12 @@ class SqlWorkflow:
         if not schema.ok:
             run.failed = True
             return f"I could not read the database schema: {_error(schema)}."
-        tables, example = describe_schema(schema.output)
+        tables = describe_schema(schema.output)
         dialect = schema.output.get("dialect", "SQL")
         prompt = (
-            f"Database tables ({dialect}):\n{tables}\n"
-            + (f"Join example: {example}\n" if example else "")
-            + f"\nQuestion: {run.question}\n"
-            "Write ONE SQL SELECT statement that answers the question. Use the exact stored "
-            "values shown in the samples (e.g. country codes). "
+            f"{tables}\n\nQuestion: {run.question}\n"
+            f"Write ONE {dialect} SELECT statement that answers the question. Use the stored "
+            "values listed in the comments (e.g. country codes). "
             + (
                 "Reply with the statement in a ```sql block."
                 if self.form == "fenced"
@@ -119,7 +145,7 @@ class SqlWorkflow:
             if outcome.ok and not _empty(outcome.output):
                 break
             why = (
-                _error(outcome)
+                _error(outcome) + column_hint(_error(outcome), schema.output)
                 if not outcome.ok
                 else "it returned no rows (or NULL): check the values against the samples"
             )

@@ -59,7 +59,7 @@ async def _ask(runner: Runner, q: Question) -> dict[str, Any]:
     started = time.perf_counter()
     record = await runner.ask(q.text, thread_id=f"answers-{q.id}-{uuid.uuid4().hex[:8]}")
     seconds = time.perf_counter() - started
-    correct = score(q, record.answer)
+    correct = not record.degraded and score(q, record.answer)  # a degraded reply is no answer
     row = {
         "id": q.id,
         "lang": q.lang,

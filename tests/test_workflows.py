@@ -17,7 +17,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from tierflow.agents.context import ContextOverflow, estimate_tokens, fit_messages
-from tierflow.agents.workflows import describe_schema, fenced_block, with_print
+from tierflow.agents.workflows import column_hint, describe_schema, fenced_block, with_print
 from tierflow.models.tiers import Tier
 from tierflow.runner import Runner
 from tierflow.settings import TierflowSettings, load_settings
@@ -72,8 +72,8 @@ async def test_analyst_repairs_its_sql_from_the_error_and_answers_from_the_rows(
     assert [c.name for c in _calls(record)] == ["sql_schema", "sql_query", "sql_query"]
     assert [c.ok for c in _calls(record)] == [True, False, True]
     first, repair = _prompts(server)
-    assert "'FR'" in first and "references customers.id" in first  # samples, foreign keys
-    assert "order_list" in repair  # the failed statement and its error went back
+    assert "'FR'" in first and "REFERENCES customers(id)" in first  # values, foreign keys
+    assert "order_list" in repair and "corrected statement" in repair  # and its error
     assert "**79**" in record.answer and FRANCE in record.answer  # rows, and the SQL shown
     assert record.verified and not record.degraded
     assert record.steps[-1].verified is True
@@ -232,15 +232,26 @@ def test_workflow_helpers() -> None:
     assert fenced_block("SELECT 2", ("sql",)) == "SELECT 2"
     assert with_print("x = 3\nx * 2") == "x = 3\nprint(x * 2)"
     assert with_print("print(1)\n2") == "print(1)\n2"
-    tables, example = describe_schema(
-        {
-            "tables": [
-                {
-                    "name": "orders",
-                    "columns": [{"name": "status", "type": "TEXT", "samples": ["open"]}],
-                    "foreign_keys": ["customer_id -> customers.id"],
-                }
-            ]
-        }
+    countries = ["FR", "DE", "ES", "IT"]
+    schema = {
+        "tables": [
+            {
+                "name": "customers",
+                "columns": [{"name": "country", "type": "TEXT", "samples": countries}],
+            },
+            {
+                "name": "orders",
+                "columns": [
+                    {"name": "customer_id", "type": "INTEGER"},
+                    {"name": "day", "type": "DATE", "samples": ["2025-01-02"]},
+                ],
+                "foreign_keys": ["customer_id -> customers.id"],
+            },
+        ]
+    }
+    assert describe_schema(schema) == (
+        "CREATE TABLE customers (\n  country TEXT -- values: 'FR', 'DE', 'ES', 'IT'\n);\n"
+        "CREATE TABLE orders (\n  customer_id INTEGER REFERENCES customers(id),\n"
+        "  day DATE -- e.g. '2025-01-02'\n);"
     )
-    assert "status TEXT e.g. 'open'" in tables and "JOIN customers r" in example
+    assert "country is a column of customers" in column_hint("no such column: country", schema)

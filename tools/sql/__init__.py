@@ -67,7 +67,6 @@ _OUTPUT_CHARS = 16_000  # rows are dropped (truncated=True) to keep the JSON und
 _CELL_CHARS = 500  # a longer text value is cut: the model needs a glimpse, not a document
 _DUCKDB_MEMORY_MB = 512
 _SETUP_S = 10.0  # on top of the query deadline: building the demo db, connecting
-_SAMPLES = 3  # most frequent values shown of a text column with many
 _ALL_VALUES = 10  # a text column with at most this many values shows them all
 _SAMPLE_CHARS = 40
 _TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING", "DATE", "TIME", "ENUM")
@@ -192,8 +191,8 @@ class _SqlSession:
         }
 
     def _samples(self, backend: SqlBackend, table: str, column: ColumnInfo) -> dict[str, Any]:
-        """A few distinct values of a text column (``country``: 'AT', 'BE', ...), so a
-        question's "France" can be mapped to the stored 'FR'."""
+        """The values of a text column with few (``country``: 'FR', 'DE', ...), so a
+        question's "France" can be mapped to the stored 'FR'; one value of a date column."""
         if not any(k in column.type.upper() for k in _TEXT_TYPES):
             return {}
         name = exp.to_identifier(column.name, quoted=True)
@@ -211,8 +210,13 @@ class _SqlSession:
             ).rows
         except (SqlEngineError, QueryTimeout):
             return {}
-        # every value of a small set (status, country), else the most frequent few
-        rows = rows if len(rows) <= _ALL_VALUES else rows[:_SAMPLES]
+        # Every value of a small set (status, country). Of a large set only a date's format:
+        # names and e-mails are personal data, and a tool result holding them makes the
+        # run sensitive (residency) for every question about the database.
+        if len(rows) > _ALL_VALUES:
+            if not any(k in column.type.upper() for k in ("DATE", "TIME")):
+                return {}
+            rows = rows[:1]
         return {"samples": [_cell(r[0])[:_SAMPLE_CHARS] for r in rows if isinstance(r[0], str)]}
 
     def query(self, sql: str) -> dict[str, Any]:
