@@ -157,7 +157,10 @@ class GroundingGuardrail:
 # Numbers as people write them: 1,234.5 / 1.234,5 / 1 234 / 6,95. An ambiguous token has
 # every reading, so "1.000" is 1000 and 1.0. No library reads all these locales without
 # knowing the locale, and an answer's locale is not known.
-_WRITTEN_NUMBER = re.compile(r"\d{1,3}(?:[\u00a0\u202f ]\d{3})+(?!\d)|\d+(?:[.,]\d+)*")
+# Digits inside a word ("s3cr3t", "SEV1", "2nd") are not quantities.
+_WRITTEN_NUMBER = re.compile(
+    r"(?<![^\W\d_])(?:\d{1,3}(?:[\u00a0\u202f ]\d{3})+(?!\d)|\d+(?:[.,]\d+)*)(?![^\W\d_])"
+)
 
 
 def readings(token: str) -> set[Decimal]:
