@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,6 +50,16 @@ class Agent:
     limits: AgentLimits = field(default_factory=AgentLimits)
     #: Retry policy of this node's model calls, over its tier's and backends' (resilience).
     retry: RetryPolicy | None = None
+    #: Fixed steps to follow instead of the free tool loop when the backend that answers
+    #: is small (``constrained`` tool mode: ``local`` and ``vllm`` by default); hosted
+    #: backends keep the loop. An async callable taking a
+    #: :class:`tierflow.agents.workflow.WorkflowRun` and returning the answer text; the
+    #: ready-made ones are in :mod:`tierflow.agents.workflows` (``SqlWorkflow``,
+    #: ``CodeWorkflow``, ``DocsWorkflow``, ``WebWorkflow``). Example::
+    #:
+    #:     Agent(name="analyst", tier="reasoning", tools=sql_tools, instructions="...",
+    #:           workflow=SqlWorkflow())
+    workflow: Callable[[Any], Awaitable[str]] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.strip() or not self.name.replace("_", "a").replace("-", "a").isalnum():

@@ -32,15 +32,21 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
-from langgraph.config import get_config
 from langgraph.graph import END, StateGraph
 from langgraph.types import Send, interrupt
 from pydantic import ValidationError
 
 from tierflow.agents._recover import new_call_id, recover_tool_calls
+from tierflow.agents._shared import (
+    _failures,
+    call_runner,
+    degraded_reply,
+    guard_answer,
+)
 from tierflow.agents._turn import AgentTurnPlan, ModelTurn
 from tierflow.agents.agent import Agent
-from tierflow.agents.policy import run_guards, spending
+from tierflow.agents.context import ContextOverflow, fit_messages, window_of
+from tierflow.agents.policy import run_guards
 from tierflow.agents.step import (
     ModelStep,
     NodeFn,
@@ -48,22 +54,23 @@ from tierflow.agents.step import (
     emit,
     step_from_result,
 )
+from tierflow.agents.workflow import (
+    answering_backend,
+    run_workflow,
+    uses_workflow,
+    verify_answer,
+)
 from tierflow.guardrails.base import Action
 from tierflow.guardrails.runtime import (
     RunGuards,
-    answer_after,
-    guard_tool_call,
-    guard_tool_result,
     input_refusal,
-    retrieved_passages,
     verdict_records,
 )
-from tierflow.models.tiers import Tier, TierSet, parse_structured
+from tierflow.models.tiers import TierSet, parse_structured
 from tierflow.record import Attempt, ToolCallRecord
-from tierflow.resilience import ResidencyExhausted
 from tierflow.state import GraphState, VerdictEntry, run_messages
-from tierflow.telemetry import trace_agent, trace_tool_call
-from tierflow.tools.tool import UNAVAILABLE, ToolContext, ToolOutcome
+from tierflow.telemetry import trace_agent
+from tierflow.tools.tool import UNAVAILABLE, ToolOutcome
 
 __all__ = [
     "NodeFn",
@@ -81,14 +88,6 @@ PERMANENT_ERRORS = (UNAVAILABLE - {"timeout"}) | {"config_error", "unknown_tool"
 
 #: The key under which the model node sends one tool call to the tools node.
 CALL_KEY = "tool_call"
-
-
-def _failures(messages: Sequence[BaseMessage]) -> list[ToolMessage]:
-    return [
-        m
-        for m in messages
-        if isinstance(m, ToolMessage) and isinstance(m.artifact, dict) and not m.artifact.get("ok")
-    ]
 
 
 def _withdrawn(messages: Sequence[BaseMessage]) -> frozenset[str]:
@@ -114,28 +113,6 @@ def _tool_rounds(messages: Sequence[BaseMessage], agent: str) -> int:
 
 def _has_spoken(messages: Sequence[BaseMessage], agent: str) -> bool:
     return any(isinstance(m, AIMessage) and m.name == agent for m in messages)
-
-
-def _degraded_reply(agent: Agent, tier: Tier, step: ModelStep) -> AIMessage:
-    assert step.step is not None
-    why = f"every backend of the '{tier.name}' tier failed"
-    if isinstance(step.failure, ResidencyExhausted):
-        held = {
-            "sensitive data": "this conversation holds sensitive data, which",
-            "tier is local_only": f"the '{tier.name}' tier is local-only: this conversation",
-            "caller is local_only": f"agent '{agent.name}' is local-only: its conversation",
-        }[step.failure.pin]
-        why = (
-            f"{held} may only go to local backends, and no local backend of the "
-            f"'{tier.name}' tier answered"
-        )
-    return AIMessage(
-        content=(
-            f"[degraded] No answer: {why} ({step.step.fallback_reason}). "
-            "Nothing was lost; ask again to retry."
-        ),
-        name=agent.name,
-    )
 
 
 async def _agent_input(
@@ -185,8 +162,25 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
             if redacted is not None:
                 history = [redacted if m.id == question.id else m for m in history]
                 update["messages"] = [redacted]
-        messages = [SystemMessage(agent.instructions), *history]
         sensitive = guards.sensitive
+        if uses_workflow(agent, tier, sensitive) and isinstance(question, HumanMessage):
+            asked = str(update["messages"][0].content if update else question.content)
+            out_update = await run_workflow(agent, tier, step, state, guards, asked, this_run)
+            out_update["messages"] = [*update.get("messages", []), *out_update["messages"]]
+            out_update["guardrails"] = [*verdicts, *out_update.get("guardrails", [])]
+            return out_update
+        window = window_of(answering_backend(tier, sensitive, agent.local_only))
+        try:
+            messages = fit_messages([SystemMessage(agent.instructions), *history], window)
+        except ContextOverflow as exc:
+            step.step = degraded_step(
+                agent.name,
+                tier.name,
+                [Attempt(backend="(tier)", outcome="failed", reason=str(exc))],
+                step.started,
+            )
+            reply = AIMessage(f"[degraded] No answer: {exc}.", name=agent.name)
+            return step.finish({**update, "messages": [*update.get("messages", []), reply]})
         rounds = _tool_rounds(this_run, agent.name)
         plan = AgentTurnPlan(
             agent.tools,
@@ -213,7 +207,7 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
             step.step = degraded_step(agent.name, tier.name, [timed_out], step.started)
             result = None
         if result is None:
-            out: list[BaseMessage] = [_degraded_reply(agent, tier, step)]
+            out: list[BaseMessage] = [degraded_reply(agent, tier, step)]
             return step.finish(
                 {**update, "messages": [*update.get("messages", []), *out], "guardrails": verdicts}
             )
@@ -255,7 +249,9 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                 step.step.degraded = True
             if agent.output_type is not None:
                 text = await _validated(step, agent, messages, text, sensitive)
-            text, own = await _guard_answer(guards, agent, text, this_run)
+            elif agent.tools and not step.step.degraded:
+                text = await _verified(step, agent, messages, text, this_run)
+            text, own = await guard_answer(guards, agent, text, this_run)
             verdicts += own
             out = [
                 AIMessage(
@@ -271,6 +267,49 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
         return step.finish(update)
 
     return run
+
+
+def _evidence(this_run: Sequence[BaseMessage]) -> list[str]:
+    """What an answer's numbers may come from: the question, the tool calls' arguments
+    (code and SQL that ran) and their successful results."""
+    out = [str(this_run[0].content)] if this_run else []
+    for m in this_run:
+        if isinstance(m, AIMessage):
+            out += [json.dumps(c["args"], ensure_ascii=False) for c in m.tool_calls]
+        elif isinstance(m, ToolMessage) and isinstance(m.artifact, dict) and m.artifact.get("ok"):
+            out.append(str(m.content))
+    return out
+
+
+async def _verified(
+    step: ModelStep,
+    agent: Agent,
+    messages: Sequence[BaseMessage],
+    text: str,
+    this_run: Sequence[BaseMessage],
+) -> str:
+    """The answer after the grounding rule (one repair turn, else marked unverified)."""
+    assert step.step is not None
+
+    async def repair(missing: list[str]) -> str | None:
+        ask = HumanMessage(
+            f"These numbers in your answer appear in no tool result: {', '.join(missing)}. "
+            "Answer again using only numbers from the tool results above."
+        )
+        plan = AgentTurnPlan(agent.tools, allow_tools=False)
+        result = await step.call(
+            [*messages, AIMessage(text), ask],
+            plan=plan,
+            local_only=agent.local_only,
+            retry=agent.retry,
+        )
+        return result.parsed.text if result is not None else None
+
+    first = step.step
+    text, verified = await verify_answer(text, _evidence(this_run), repair)
+    step.step = step.step or first
+    step.step.verified = verified
+    return text
 
 
 async def _validated(
@@ -302,26 +341,6 @@ async def _validated(
     return str(repaired.parsed.model_dump_json())
 
 
-async def _guard_answer(
-    guards: RunGuards, agent: Agent, text: str, this_run: Sequence[BaseMessage]
-) -> tuple[str, list[VerdictEntry]]:
-    """The agent's own output guardrails (the graph's run in its output stage)."""
-    if not guards.applies(
-        "output", agent=agent.name, agent_guardrails=agent.guardrails, include_graph=False
-    ):
-        return text, []
-    result = await guards.check(
-        "output",
-        text,
-        agent=agent.name,
-        agent_guardrails=agent.guardrails,
-        include_graph=False,
-        output_type=agent.output_type,
-        passages=retrieved_passages(this_run),
-    )
-    return answer_after(result, text), verdict_records(result)
-
-
 def _decision(value: Any) -> tuple[bool, dict[str, Any] | None]:
     """Read an approval decision: ``"approve"``/``True``, ``"reject"``/``False``, or
     ``{"action": "approve"|"reject", "args": {...}}`` (approve with edited arguments)."""
@@ -331,22 +350,6 @@ def _decision(value: Any) -> tuple[bool, dict[str, Any] | None]:
         approved = action in ("approve", "approved", "edit", True)
         return approved, dict(args) if approved and isinstance(args, Mapping) else None
     return value in (True, "approve", "approved", "yes"), None
-
-
-def _tool_context(state: Mapping[str, Any]) -> ToolContext:
-    """What a tool may know of this run: the LangGraph config's thread id, ``deps`` and
-    ``settings`` (``configurable``), and the state's sensitive flag."""
-    try:
-        configurable = get_config().get("configurable") or {}
-    except RuntimeError:  # called outside a LangGraph run
-        configurable = {}
-    thread_id = configurable.get("thread_id")
-    return ToolContext(
-        thread_id=str(thread_id) if thread_id is not None else None,
-        sensitive=bool(state.get("sensitive")),
-        settings=configurable.get("settings"),
-        deps=configurable.get("deps"),
-    )
 
 
 def tools_node(agent: Agent) -> NodeFn:
@@ -370,55 +373,7 @@ def tools_node(agent: Agent) -> NodeFn:
         approved, edited = _decision(decision)
         return not approved, edited if edited is not None else args
 
-    @trace_tool_call(agent)
-    async def one(
-        call: ToolCall,
-        state: Mapping[str, Any],
-        guards: RunGuards,
-        verdicts: list[VerdictEntry],
-        rejected: bool,
-        args: dict[str, Any],
-    ) -> ToolMessage:
-        tool = agent.tool(call["name"])
-        blocked: str | None = None
-        this_run = run_messages(state)
-        failed_before = {
-            (str(m.name), _args_key(_call_args(this_run, m.tool_call_id)))
-            for m in _failures(this_run)
-        }
-        if tool is not None and not rejected:
-            args, blocked = await guard_tool_call(
-                guards, call["name"], args, verdicts, agent.name, agent.guardrails
-            )
-        if rejected:
-            outcome = ToolOutcome.failure("rejected", "a human reviewer rejected this call")
-        elif blocked is not None:
-            outcome = ToolOutcome.failure("blocked_by_guardrail", blocked)
-        elif (call["name"], _args_key(call["args"])) in failed_before:
-            outcome = ToolOutcome.failure(
-                "repeated", "this exact call already failed in this run; do not repeat it"
-            )
-        elif tool is None:
-            known = ", ".join(t.name for t in agent.tools)
-            outcome = ToolOutcome.failure(
-                "unknown_tool", f"no tool '{call['name']}' (tools: {known})"
-            )
-        else:
-            async with spending(state):  # the run's wall-time budget bounds tools too
-                outcome = await tool.run(args, _tool_context(state))
-        content = outcome.for_model()
-        if blocked is None and not rejected:
-            content, outcome = await guard_tool_result(
-                guards, call["name"], content, outcome, verdicts, agent.name, agent.guardrails
-            )
-        emit("tool_result", node=agent.name, tool=call["name"], id=call["id"], ok=outcome.ok)
-        return ToolMessage(
-            content=content,
-            tool_call_id=call["id"] or "",
-            name=call["name"],
-            status="success" if outcome.ok else "error",
-            artifact=outcome.model_dump(),
-        )
+    one = call_runner(agent)
 
     async def run(state: GraphState) -> dict[str, Any]:
         call = cast("ToolCall | None", state.get(CALL_KEY))  # the Send payload adds it
@@ -433,19 +388,6 @@ def tools_node(agent: Agent) -> NodeFn:
         return {"messages": [message], "guardrails": verdicts, **guards.state_update()}
 
     return run
-
-
-def _call_args(messages: Sequence[BaseMessage], call_id: str) -> dict[str, Any]:
-    for m in messages:
-        if isinstance(m, AIMessage):
-            for c in m.tool_calls:
-                if c["id"] == call_id:
-                    return dict(c["args"])
-    return {}
-
-
-def _args_key(args: dict[str, Any]) -> str:
-    return json.dumps(args, sort_keys=True, default=str)
 
 
 def add_agent(graph: StateGraph[Any], agent: Agent, tiers: TierSet, *, then: str = END) -> str:

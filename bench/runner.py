@@ -79,6 +79,12 @@ def _serve() -> dict[str, Any]:
     return run()
 
 
+def _answers() -> dict[str, Any]:
+    from tierflow.bench.answers import run
+
+    return run()
+
+
 def _startup() -> dict[str, Any]:
     from tierflow.bench.startup import run
 
@@ -105,15 +111,36 @@ BENCHMARKS: dict[str, Benchmark] = {
     "batch": _batch,
     "serve": _serve,
     "console": _console,
+    "answers": _answers,
 }
 
 
-def run_benchmarks(name: str | None, results_dir: Path) -> None:
+def run_benchmarks(
+    name: str | None,
+    results_dir: Path,
+    *,
+    route: str | None = None,
+    limit: int | None = None,
+    tag: str | None = None,
+) -> None:
     names = [name] if name else list(BENCHMARKS)
     for n in names:
         if n not in BENCHMARKS:
             raise UserError(f"unknown benchmark '{n}' (available: {', '.join(BENCHMARKS)})")
+    if (route is not None or limit is not None or tag is not None) and names != ["answers"]:
+        raise UserError("--route, --limit and --tag are options of `tierflow bench answers`")
     results_dir.mkdir(parents=True, exist_ok=True)
+    if names == ["answers"]:
+        from tierflow.bench.answers import run
+
+        parts = [f"--route {route}" if route else "", f"--limit {limit}" if limit else ""]
+        options = " ".join(p for p in [*parts, f"--tag {tag}" if tag else ""] if p)
+        command = f"tierflow bench answers {options}".strip()
+        figures = run(route=route, limit=limit)
+        record_results(
+            f"answers-{tag}" if tag else "answers", figures, results_dir, command=command
+        )
+        return
     for n in names:
         print(f"running {n}…", file=sys.stderr, flush=True)
         record_results(n, BENCHMARKS[n](), results_dir, command=f"tierflow bench {n}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from langgraph.graph import START, StateGraph
 
 from tierflow.agents import Agent, add_agent
+from tierflow.agents.workflows import CodeWorkflow, DocsWorkflow, SqlWorkflow, WebWorkflow
 from tierflow.graphs.builder import (
     PlannerState,
     Route,
@@ -33,12 +34,25 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 "Which customers spent the most last year?",
                 "What was the total revenue in March?",
                 "List the top 5 products by units sold.",
+                "Combien de clients ont passé une commande en 2026 ?",
+                "Wie viele Produkte kosten mehr als 20 Euro?",
+                "¿Qué cliente hizo más pedidos?",
+                "Quel est le prix moyen des produits de la catégorie Coffee ?",
+                "Wie viele Bestellungen haben den Status shipped?",
+                "¿Cuántos pedidos se hicieron en enero?",
+                "Wie viele Kunden haben wir in Österreich?",
+                "Welche Kategorie hat die meisten Produkte?",
+                "Quel est le prix unitaire du produit le moins cher ?",
+                "Combien de clients habitent à Lyon ?",
+                "¿Cuál es el precio del molinillo de café?",
+                "What is the price of the espresso machine?",
             ),
             agent=Agent(
                 name="analyst",
                 tier="reasoning",
                 tool_choice="required_first",
                 tools=t("sql_schema", "sql_query"),
+                workflow=SqlWorkflow(),
                 instructions=(
                     "You are a data analyst with read-only SQL access to the shop database. "
                     "Call sql_schema to see the tables, then call sql_query to run your SQL; "
@@ -56,12 +70,27 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 "How many vacation days do employees get?",
                 "What is the password policy?",
                 "How much does shipping to Italy cost?",
+                "Combien de temps dure la garantie sur une bouilloire ?",
+                "Wie muss ich eine Holzbrett pflegen?",
+                "¿Cuántos días de baja por paternidad hay?",
+                "Quelle est la politique de mots de passe de l'entreprise ?",
+                "Wie lange werden Kundendaten gespeichert?",
+                "¿Se puede devolver una tarjeta regalo?",
+                "How do I care for a cast-iron pan according to the care guide?",
+                "Combien de jours de télétravail sont autorisés ?",
+                "Wie viele Urlaubstage haben Teilzeitkräfte?",
+                "¿Cuánto cuesta el envío a Francia?",
+                "Wie hoch ist das Spesenlimit für Hotels?",
+                "Quel est le délai de remboursement après un retour ?",
+                "Ab welchem Betrag ist der Versand kostenlos?",
+                "¿Cuándo se bloquea la pantalla del portátil?",
             ),
             agent=Agent(
                 name="librarian",
                 tier="reasoning",
                 tool_choice="required_first",
                 tools=t("retrieve"),
+                workflow=DocsWorkflow(),
                 instructions=(
                     "You answer from the company's documents. Retrieve passages, then answer "
                     "and cite them as [source#position]. " + _STYLE
@@ -75,12 +104,23 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 "Compute 2**100 exactly.",
                 "Sort this list with code.",
                 "What is the 30th Fibonacci number?",
+                "Calcule 3 puissance 40 exactement.",
+                "Berechne die Quadratwurzel von 2 auf 10 Stellen.",
+                "¿Cuántos números pares hay entre 1 y 500?",
+                "Écris une fonction Python qui teste si un nombre est premier.",
+                "Wie viele Tage liegen zwischen zwei Daten? Rechne mit Python.",
+                "Calcula el mínimo común múltiplo de 12 y 18.",
+                "Combien de minutes y a-t-il dans une année ?",
+                "Was ist 7 hoch 15?",
+                "Welche Zahl ist die Wurzel aus 144?",
+                "How many days are there between two dates?",
             ),
             agent=Agent(
                 name="coder",
                 tier="reasoning",
                 tool_choice="required_first",
                 tools=t("run_python"),
+                workflow=CodeWorkflow(),
                 instructions=(
                     "You are a senior engineer. Run code to check results before answering; "
                     "show the code. " + _STYLE
@@ -94,12 +134,19 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 "Search the web for the weather in Paris.",
                 "Who won yesterday's football match?",
                 "What is the current price of bitcoin?",
+                "Quelles sont les dernières nouvelles sur l'inflation ?",
+                "Wie wird das Wetter morgen in Berlin?",
+                "¿Quién ganó las elecciones de ayer?",
+                "Cherche sur internet le cours de l'action Apple.",
+                "Suche im Web nach dem aktuellen Ölpreis.",
+                "Busca en internet las noticias de hoy sobre Madrid.",
             ),
             agent=Agent(
                 name="researcher",
                 tier="reasoning",
                 tool_choice="required_first",
                 tools=t("web_search"),
+                workflow=WebWorkflow(),
                 instructions=(
                     "You research on the web. Search, then answer citing URLs. If search is "
                     "unavailable, say so and mark anything from memory as unverified. " + _STYLE

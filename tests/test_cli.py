@@ -66,6 +66,9 @@ def _config(tmp_path: Path, url: str) -> None:
         '[tiers.router]\nbackends = ["vllm:router-model"]\n'
         '[tiers.reasoning]\nbackends = ["mistral:mistral-large-latest", "vllm:big-model"]\n'
         f'[backends.vllm]\nbase_url = "{url}"\n'
+        # native: the specialists keep the free tool loop (constrained would run their
+        # small-model workflows, tests/test_workflows.py)
+        'tool_calling = "native"\n'
         "[router]\nsemantic = false\n"  # exercise the router tier's model
     )
 
@@ -75,13 +78,15 @@ def test_ask_json_contract_against_scripted_backends(tmp_path: Path) -> None:
         _config(tmp_path, srv.base_url)
         srv.enqueue(
             Reply.json({"route": "data"}),
-            Reply.json({"answer": "42"}, input_tokens=30, output_tokens=4),
+            Reply.text("forty-two", input_tokens=30, output_tokens=4),
         )
         result = runner.invoke(app, ["ask", "--json", "--thread", "th", "What is 6*7?"])
         assert result.exit_code == 0, result.stderr
         record = json.loads(result.stdout)
         assert (
-            record["answer"] == "42" and record["route"] == "data" and record["thread_id"] == "th"
+            record["answer"] == "forty-two"
+            and record["route"] == "data"
+            and record["thread_id"] == "th"
         )
         assert record["degraded"] is False
         # every verdict of the default stages is in the record; none fired on this question

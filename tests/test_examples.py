@@ -102,8 +102,13 @@ async def test_plain_langgraph_example_stops_on_its_budget_and_continues(
 ) -> None:
     example = _example("plain_langgraph.py")
     router = ScriptedChatModel(default='{"route": "data"}')  # if the semantic router hesitates
+    france = (
+        "SELECT COUNT(*) FROM orders o JOIN customers c ON c.id = o.customer_id "
+        "WHERE c.country = 'FR'"
+    )
+    # the answer's number comes from the query's result (the grounding rule)
     reasoning = ScriptedChatModel().enqueue(
-        _calls(("sql_schema", {})), "12 orders came from France."
+        _calls(("sql_query", {"query": france})), "79 orders came from France."
     )
     tiers = {"router": scripted_tier("router", router), "reasoning": scripted_tier("r", reasoning)}
     saver = InMemorySaver()
@@ -116,10 +121,10 @@ async def test_plain_langgraph_example_stops_on_its_budget_and_continues(
 
     record = await example["continue_run"](saver, settings=settings, tiers=tiers)
 
-    assert record.status == "completed" and record.answer == "12 orders came from France."
-    assert record.route == "data" and len(reasoning.calls) == 2
-    [schema] = [c for s in record.steps for c in s.tool_calls]
-    assert (schema.name, schema.ok) == ("sql_schema", True)  # ran once, not again on resume
+    assert record.status == "completed" and record.answer == "79 orders came from France."
+    assert record.route == "data" and len(reasoning.calls) == 2 and record.verified
+    [query] = [c for s in record.steps for c in s.tool_calls]
+    assert (query.name, query.ok) == ("sql_query", True)  # ran once, not again on resume
 
 
 async def test_one_agent_example_asks_streams_and_fills_the_tool_context(

@@ -98,6 +98,10 @@ class Step(_Record):
     #: The answer is what a broken stream delivered before it broke (no backend was left);
     #: set from the attempts, and such a step is always degraded.
     partial: bool = False
+    #: Every number of the answer appears in a tool result of this run (or was printed by
+    #: code that ran): ``True``; ``False``: some did not, even after one repair turn, and
+    #: the answer says so; ``None``: not checked (no tools, or not an answer).
+    verified: bool | None = None
 
     def model_post_init(self, context: Any, /) -> None:
         if any(a.outcome == "partial" for a in self.attempts):
@@ -128,6 +132,9 @@ class RunRecord(_Record):
     #: With status stopped: why, e.g. ``budget exceeded: model_calls 10 of 10``.
     stopped_reason: str | None = None
     degraded: bool
+    #: ``False`` when an agent step's answer holds numbers no tool result of the run
+    #: supports (the answer is marked unverified); see ``Step.verified``.
+    verified: bool = True
     steps: list[Step]
     guardrails: list[GuardrailVerdict] = Field(default_factory=list)
     #: Residency: the thread holds sensitive data, so only local backends were used for it.

@@ -129,6 +129,9 @@ class VllmSettings(_Section):
     # "native" for a server whose model and chat template emit good native tool calls
     # (vLLM with --enable-auto-tool-choice); "auto" is constrained decoding.
     tool_calling: ToolCalling = "auto"
+    #: The served model's context window (vLLM's --max-model-len), so requests are
+    #: trimmed to fit; unset: not trimmed.
+    context_window: int | None = Field(default=None, ge=256)
 
 
 class OpenAISettings(_Section):

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
 from pydantic import ValidationError
 
@@ -151,3 +152,55 @@ class GroundingGuardrail:
             if best < self._min_support or not nums <= numbers:
                 excerpt = plain if len(plain) <= 80 else plain[:77] + "..."
                 yield "unsupported", f"not supported by the retrieved passages: '{excerpt}'"
+
+
+# Numbers as people write them: 1,234.5 / 1.234,5 / 1 234 / 6,95. An ambiguous token has
+# every reading, so "1.000" is 1000 and 1.0. No library reads all these locales without
+# knowing the locale, and an answer's locale is not known.
+# Digits inside a word ("s3cr3t", "SEV1", "2nd") are not quantities.
+_WRITTEN_NUMBER = re.compile(
+    r"(?<![^\W\d_])(?:\d{1,3}(?:[\u00a0\u202f ]\d{3})+(?!\d)|\d+(?:[.,]\d+)*)(?![^\W\d_])"
+)
+
+
+def readings(token: str) -> set[Decimal]:
+    """Every value the written number ``token`` can mean."""
+    t = re.sub(r"[\u00a0\u202f ]", "", token)
+    out: set[str] = set()
+    if "," in t and "." in t:
+        dec = "," if t.rfind(",") > t.rfind(".") else "."
+        other = "." if dec == "," else ","
+        out.add(t.replace(other, "").replace(dec, "."))
+    elif "," in t or "." in t:
+        sep = "," if "," in t else "."
+        parts = t.split(sep)
+        if all(len(p) == 3 for p in parts[1:]):
+            out.add(t.replace(sep, ""))  # thousands groups
+        if len(parts) == 2:
+            out.add(t.replace(sep, "."))  # a decimal mark
+    else:
+        out.add(t)
+    values: set[Decimal] = set()
+    for s in out:
+        try:
+            values.add(Decimal(s))
+        except InvalidOperation:
+            continue
+    return values
+
+
+def numbers_in(text: str) -> list[tuple[str, set[Decimal]]]:
+    """Each number written in ``text``, with its readings."""
+    return [(m, readings(m)) for m in _WRITTEN_NUMBER.findall(text)]
+
+
+def ungrounded_numbers(answer: str, evidence: Iterable[str]) -> list[str]:
+    """The numbers of ``answer`` that no text of ``evidence`` states (citations such as
+    ``[source#3]`` are not claims). The run's grounding rule: every number, date and
+    amount of an answer comes from a tool result, or from code that ran."""
+    known: set[Decimal] = set()
+    for text in evidence:
+        for _, values in numbers_in(text):
+            known |= values
+    plain = _CITATION.sub(" ", answer)
+    return list(dict.fromkeys(tok for tok, values in numbers_in(plain) if not values & known))

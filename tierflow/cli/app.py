@@ -668,11 +668,20 @@ def bench(
     results: Annotated[Path, typer.Option(help="Folder for the recorded results.")] = Path(
         "bench/results"
     ),
+    route: Annotated[
+        str | None, typer.Option(help="answers: only this route (data, docs, code, web).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="answers: at most this many questions per route.")
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="answers: record as answers-TAG.json (e.g. before).")
+    ] = None,
 ) -> None:
     """Run the benchmarks and record their results."""
     from tierflow.bench import run_benchmarks
 
-    _guard(lambda: run_benchmarks(name, results))
+    _guard(lambda: run_benchmarks(name, results, route=route, limit=limit, tag=tag))
 
 
 app.command("ui")(console.ui)

@@ -103,6 +103,12 @@ class Backend(abc.ABC):
     #: How agents ask this backend for tool calls: ``native`` tool calling or
     #: ``constrained`` decoding against a JSON schema; from settings, see :func:`tool_mode_for`.
     tool_mode: ToolMode = "native"
+    #: The model's context window in tokens, when known (prompt and reply together):
+    #: ``n_ctx`` for the embedded model, ``[backends.vllm] context_window`` for vLLM,
+    #: :data:`KNOWN_WINDOWS` for hosted models. ``None``: unknown, nothing is trimmed.
+    context_window: int | None = None
+    #: The longest reply requested of it (kept free of the window), when capped.
+    reply_tokens: int = 1024
 
     def __init__(self, *, id: str, model_name: str, local: bool) -> None:
         self.id = id  # as written in a tier chain, e.g. "mistral:mistral-large-latest"
@@ -446,9 +452,44 @@ def _grammar_client(base: Any) -> Any:
     return GrammarChatOpenAI
 
 
+#: Context windows of hosted models by name prefix (providers' model pages; the longest
+#: matching prefix wins).
+KNOWN_WINDOWS: dict[str, int] = {
+    "gpt-4o": 128_000,
+    "gpt-4.1": 1_047_576,
+    "gpt-4-turbo": 128_000,
+    "gpt-3.5-turbo": 16_385,
+    "o1": 200_000,
+    "o3": 200_000,
+    "o4-mini": 200_000,
+    "gpt-5": 400_000,
+    "mistral-large": 128_000,
+    "mistral-medium": 128_000,
+    "mistral-small": 128_000,
+    "ministral": 128_000,
+    "codestral": 256_000,
+    "open-mistral-nemo": 128_000,
+}
+
+
+def known_window(model: str) -> int | None:
+    """The context window of a hosted model, from :data:`KNOWN_WINDOWS`."""
+    matches = [p for p in KNOWN_WINDOWS if model.startswith(p)]
+    return KNOWN_WINDOWS[max(matches, key=len)] if matches else None
+
+
 def build_backend(ref: BackendRef, settings: TierflowSettings) -> Backend:
     """The backend for one entry of a tier chain, with its retry policy and its breaker."""
     backend = _build_backend(ref, settings)
+    b = settings.backends
+    match ref.kind:
+        case BackendKind.LOCAL:
+            backend.context_window = b.local.n_ctx
+            backend.reply_tokens = b.local.max_tokens
+        case BackendKind.VLLM:
+            backend.context_window = b.vllm.context_window
+        case _:
+            backend.context_window = known_window(backend.model_name)
     backend.retry = retry_policy_for(settings, backend.id)
     backend.breaker = breaker_for(settings, backend.id)
     return backend

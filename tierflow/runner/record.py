@@ -96,6 +96,7 @@ def run_record(
         stopped_reason=stopped,
         degraded=stopped is not None
         or (not waiting and (any(s.degraded for s in steps if s.kind == "agent") or not answer)),
+        verified=all(s.verified is not False for s in steps if s.kind == "agent"),
         steps=steps,
         guardrails=verdicts,
         sensitive=sensitive,

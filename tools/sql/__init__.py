@@ -34,6 +34,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from sqlglot import exp
+
 from tierflow.settings import SqlToolSettings, TierflowSettings
 from tierflow.tools.demo.shop import build_shop_db, shop_db_is_current
 from tierflow.tools.sql.backends import (
@@ -65,6 +67,9 @@ _OUTPUT_CHARS = 16_000  # rows are dropped (truncated=True) to keep the JSON und
 _CELL_CHARS = 500  # a longer text value is cut: the model needs a glimpse, not a document
 _DUCKDB_MEMORY_MB = 512
 _SETUP_S = 10.0  # on top of the query deadline: building the demo db, connecting
+_ALL_VALUES = 10  # a text column with at most this many values shows them all
+_SAMPLE_CHARS = 40
+_TEXT_TYPES = ("CHAR", "TEXT", "CLOB", "STRING", "DATE", "TIME", "ENUM")
 _DIALECT_NAMES = {"sqlite": "SQLite", "duckdb": "DuckDB", "postgres": "PostgreSQL"}
 
 
@@ -83,8 +88,8 @@ def make_sql_tools(settings: TierflowSettings) -> list[Tool]:
         return session.schema()
 
     sql_schema.__doc__ = (
-        f"List the tables of the {dialect} database with their columns (name, type). "
-        "Call it before writing a query."
+        f"List the tables of the {dialect} database with their columns (name, type, a "
+        "few sample values of text columns) and foreign keys. Call it before writing a query."
     )
 
     def sql_query(query: str) -> dict[str, Any]:
@@ -169,10 +174,50 @@ class _SqlSession:
         return {
             "dialect": backend.dialect,
             "tables": [
-                {"name": t.name, "columns": [{"name": c.name, "type": c.type} for c in t.columns]}
+                {
+                    "name": t.name,
+                    "columns": [
+                        {"name": c.name, "type": c.type, **self._samples(backend, t.name, c)}
+                        for c in t.columns
+                    ],
+                    **(
+                        {"foreign_keys": [f"{c} -> {rt}.{rc}" for c, rt, rc in t.foreign_keys]}
+                        if t.foreign_keys
+                        else {}
+                    ),
+                }
                 for t in tables
             ],
         }
+
+    def _samples(self, backend: SqlBackend, table: str, column: ColumnInfo) -> dict[str, Any]:
+        """The values of a text column with few (``country``: 'FR', 'DE', ...), so a
+        question's "France" can be mapped to the stored 'FR'; one value of a date column."""
+        if not any(k in column.type.upper() for k in _TEXT_TYPES):
+            return {}
+        name = exp.to_identifier(column.name, quoted=True)
+        query = (
+            exp.select(name, exp.Count(this=exp.Star()).as_("n"))
+            .from_(exp.to_table(table, quoted=True))
+            .where(exp.Not(this=exp.Is(this=name.copy(), expression=exp.Null())))
+            .group_by(name.copy())
+            .order_by(exp.Ordered(this=exp.column("n"), desc=True), name.copy())
+            .limit(_ALL_VALUES + 1)
+        )
+        try:
+            rows = backend.execute(
+                query.sql(dialect=backend.dialect), max_rows=_ALL_VALUES + 1, timeout_s=2.0
+            ).rows
+        except (SqlEngineError, QueryTimeout):
+            return {}
+        # Every value of a small set (status, country). Of a large set only a date's format:
+        # names and e-mails are personal data, and a tool result holding them makes the
+        # run sensitive (residency) for every question about the database.
+        if len(rows) > _ALL_VALUES:
+            if not any(k in column.type.upper() for k in ("DATE", "TIME")):
+                return {}
+            rows = rows[:1]
+        return {"samples": [_cell(r[0])[:_SAMPLE_CHARS] for r in rows if isinstance(r[0], str)]}
 
     def query(self, sql: str) -> dict[str, Any]:
         backend = self._open()

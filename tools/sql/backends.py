@@ -59,6 +59,9 @@ class ColumnInfo:
 class TableInfo:
     name: str
     columns: tuple[ColumnInfo, ...]
+    #: (column, referenced table, referenced column); read from SQLite's catalog, empty for
+    #: the other backends (their catalogs are not queried yet).
+    foreign_keys: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +211,10 @@ class SqliteBackend:
                     columns=tuple(
                         ColumnInfo(name=str(c[1]), type=str(c[2]) or "ANY")
                         for c in conn.execute("SELECT * FROM pragma_table_info(?)", (name,))
+                    ),
+                    foreign_keys=tuple(
+                        (str(f[3]), str(f[2]), str(f[4] or "id"))
+                        for f in conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (name,))
                     ),
                 )
                 for name in names
