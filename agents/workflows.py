@@ -242,15 +242,24 @@ NOT_FOUND = "This is not in the documents."
 
 
 def sentences(passages: list[dict[str, Any]], limit: int = 14) -> list[tuple[str, str]]:
-    """(sentence, citation) from the passages, best passage first; headings and table
-    rules dropped, table rows kept whole."""
+    """(sentence, citation) from the passages, best passage first. Headings and table
+    rules are dropped; a table row is kept whole, after its table's header ("Zone |
+    Countries | Standard cost: 2 | Germany, ... | €6.95"), which is not a candidate."""
     out: list[tuple[str, str]] = []
     for p in passages:
         cite = f"[{p.get('source')}#{p.get('position')}]"
+        header = ""
         for raw in _SPLIT.split(str(p.get("text", ""))):
             s = " ".join(raw.replace("**", "").split())
+            if s.startswith("|") and not header:
+                header = s.strip("| ")
+                continue
             if len(s) < 12 or s.startswith("#") or set(s) <= set("|-: "):
                 continue
+            if s.startswith("|"):
+                s = f"{header}: {s.strip('| ')}"
+            else:
+                header = ""
             out.append((s, cite))
     return out[:limit]
 
