@@ -167,11 +167,9 @@ async def verify_answer(text: str, evidence: Sequence[str], repair: Repair) -> t
     if not missing:
         return text, True
     repaired = await repair(missing)
-    if repaired is not None:
-        still = ungrounded_numbers(repaired, evidence)
-        if not still:
-            return repaired, True
-        text, missing = repaired, still
+    if repaired is not None and not ungrounded_numbers(repaired, evidence):
+        return repaired, True
+    # the repair did not help: the first answer stays, marked
     listed = ", ".join(missing[:5])
     note = f"(unverified: {listed} appear in no tool result of this run)"
     return f"{text}\n\n{note}", False

@@ -237,21 +237,64 @@ class CodeWorkflow:
 
 # ---------------------------------------------------------------------------- librarian
 
-_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9€\"(])|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9€\"(])")
+_BLOCK_START = re.compile(r"^\s*(?:[-*+] |\d+\. |\||#)")
 NOT_FOUND = "This is not in the documents."
+_WORD = re.compile(r"[^\W\d_]{3,}")
 
 
-def sentences(passages: list[dict[str, Any]], limit: int = 14) -> list[tuple[str, str]]:
-    """(sentence, citation) from the passages, best passage first; headings and table
-    rules dropped, table rows kept whole."""
+def _lines(text: str) -> list[str]:
+    """Logical lines: wrapped paragraph lines joined, list items, table rows and
+    headings kept apart."""
+    out: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            out.append("")
+        elif (
+            out and out[-1] and not _BLOCK_START.match(line) and not out[-1].startswith(("|", "#"))
+        ):
+            out[-1] += " " + line
+        else:
+            out.append(line)
+    return [x for x in out if x]
+
+
+def sentences(
+    passages: list[dict[str, Any]], query: str = "", limit: int = 8
+) -> list[tuple[str, str]]:
+    """(sentence, citation) from the passages: the ``limit`` sharing most words with
+    ``query``, in passage order. Headings and table rules are dropped; a table row is
+    kept whole, after its table's header ("Zone | Countries | Standard cost: 2 | Germany,
+    ... | €6.95"), which is not a candidate."""
     out: list[tuple[str, str]] = []
     for p in passages:
         cite = f"[{p.get('source')}#{p.get('position')}]"
-        for raw in _SPLIT.split(str(p.get("text", ""))):
-            s = " ".join(raw.replace("**", "").split())
-            if len(s) < 12 or s.startswith("#") or set(s) <= set("|-: "):
+        header = ""
+        for line in _lines(str(p.get("text", ""))):
+            line = " ".join(line.replace("**", "").split())
+            if line.startswith("|"):
+                if set(line) <= set("|-: "):
+                    continue
+                if not header:
+                    header = line.strip("| ")
+                    continue
+                out.append((f"{header}: {line.strip('| ')}", cite))
                 continue
-            out.append((s, cite))
+            header = ""
+            if line.startswith("#"):
+                continue
+            for s in _SENTENCE_END.split(line.lstrip("-*+ ")):
+                if len(s) >= 20:
+                    out.append((s, cite))
+    words = {w[:5] for w in _WORD.findall(query.lower())}
+    if words and len(out) > limit:
+        ranked = sorted(
+            range(len(out)),
+            key=lambda i: -len(words & {w[:5] for w in _WORD.findall(out[i][0].lower())}),
+        )
+        keep = set(ranked[:limit])
+        out = [x for i, x in enumerate(out) if i in keep]
     return out[:limit]
 
 
@@ -259,9 +302,11 @@ def _choice(n: int) -> type[BaseModel]:
     return create_model("Choice", sentence=(Literal[tuple(range(n + 1))], ...))  # type: ignore[arg-type]
 
 
-async def pick_sentence(run: WorkflowRun, passages: list[dict[str, Any]]) -> str | None:
+async def pick_sentence(
+    run: WorkflowRun, passages: list[dict[str, Any]], query: str = ""
+) -> str | None:
     """The sentence (with its citation) the model says answers the question, or None."""
-    found = sentences(passages)
+    found = sentences(passages, query or run.question)
     if not found:
         return None
     listed = "\n".join(f"{i}. {s}" for i, (s, _) in enumerate(found, start=1))
@@ -307,7 +352,7 @@ class DocsWorkflow:
         if not outcome.ok:
             run.failed = True
             return f"I could not search the documents: {_error(outcome)}."
-        quoted = await pick_sentence(run, _passages(outcome))
+        quoted = await pick_sentence(run, _passages(outcome), query)
         return quoted if quoted is not None else NOT_FOUND
 
 
@@ -330,10 +375,10 @@ class WebWorkflow:
                 for r in results
                 if isinstance(r, dict)
             ]
-            quoted = await pick_sentence(run, passages)
+            quoted = await pick_sentence(run, passages, query)
             return quoted or "The web results do not answer this."
         unavailable = "The web is unavailable (offline), so I could not search it."
-        quoted = await pick_sentence(run, _passages(outcome))
+        quoted = await pick_sentence(run, _passages(outcome), query)
         if quoted is None:
             return f"{unavailable} The company documents do not answer this either."
         return f"{unavailable} The company documents say: {quoted}"
