@@ -28,7 +28,7 @@ def _embedder() -> None:
 
 def test_layers_per_stage_follow_the_settings() -> None:
     default = GuardrailsSettings()
-    assert layers_for(default, "input") == ("heuristics", "classifier", "judge")
+    assert layers_for(default, "input") == ("heuristics", "classifier")  # the judge is opt-in
     assert layers_for(default, "tool_result") == ("heuristics",)
     assert layers_for(GuardrailsSettings(classifier=False), "input") == ("heuristics",)
     only = GuardrailsSettings(injection_layers=InjectionLayerSettings(input=["heuristics"]))
@@ -107,7 +107,8 @@ async def test_the_grey_zone_goes_to_the_judge_which_names_its_layer() -> None:
     text = "What is a prompt injection attack?"
     assert grey_threshold() <= injection_probability(text)  # precondition: the grey zone
     no_backend = Tier(name="router", backends=[])  # the judge cannot answer: no opinion
-    guard = InjectionGuardrail(GuardrailsSettings(), judge=no_backend)
+    all_three = InjectionLayerSettings(input=["heuristics", "classifier", "judge"])
+    guard = InjectionGuardrail(GuardrailsSettings(injection_layers=all_three), judge=no_backend)
     result = await run_stage([guard], text, GuardContext(stage="input"))
     assert result.action is Action.ALLOW  # below the block threshold, so it passes
     judged = [f for v in result.verdicts for f in v.findings if f.layer == "judge"]
