@@ -204,6 +204,8 @@ async def run_workflow(
         text = await agent.workflow(run)
     except WorkflowDegraded:
         reply = degraded_reply(agent, tier, step)
+        assert step.step is not None
+        step.step.tool_calls = run.calls  # the calls that ran before the tier failed
         return step.finish({"messages": [*run.messages, reply], "guardrails": run.verdicts})
     except ContextOverflow as exc:
         too_long = Attempt(backend="(tier)", outcome="failed", reason=str(exc))
