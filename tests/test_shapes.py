@@ -47,7 +47,7 @@ async def test_planner_executes_each_step_then_answers(settings: TierflowSetting
     DONE.clear()
     planner = ScriptedChatModel().enqueue({"steps": ["find the data", "sum it"]})
     executor = ScriptedChatModel().enqueue(
-        _call("find"), "found it", _call("sum"), "summed", "The total is 42."
+        _call("find"), "found it", _call("sum"), "summed", "The total is forty-two."
     )
     agent = Agent(name="executor", tier="reasoning", tools=[do], instructions="Work.")
 
@@ -65,7 +65,7 @@ async def test_planner_executes_each_step_then_answers(settings: TierflowSetting
     events: list[dict[str, Any]] = []
     record = await runner.ask("What is the total?", graph="plan", on_event=events.append)
     assert DONE == ["find", "sum"]
-    assert record.answer == "The total is 42."
+    assert record.answer == "The total is forty-two."
     assert [s.node for s in record.steps] == ["planner", *["executor"] * 5]
     assert next(e for e in events if e["node"] == "planner" and e["event"] == "node_finished")[
         "plan"

@@ -186,10 +186,11 @@ def test_tierflow_serve_answers_the_sdk(tmp_path: Path) -> None:
             '[tiers.router]\nbackends = ["vllm:router-model"]\n'
             '[tiers.reasoning]\nbackends = ["vllm:big-model"]\n'
             f'[backends.vllm]\nbase_url = "{backend.base_url}"\n'
+            'tool_calling = "native"\n'  # the free tool loop, not the small-model workflows
             "[router]\nsemantic = false\n"
             "[telemetry]\nenabled = false\n"
         )
-        backend.enqueue(Reply.json({"route": "data"}), Reply.json({"answer": "42"}))
+        backend.enqueue(Reply.json({"route": "data"}), Reply.text("forty-two"))
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "tierflow", "serve", "--port", str(port)],
@@ -222,8 +223,8 @@ def test_tierflow_serve_answers_the_sdk(tmp_path: Path) -> None:
         finally:
             proc.terminate()
             proc.wait(10)
-    assert got["values"]["messages"][-1]["content"] == "42"
-    assert got["record"]["route"] == "data" and got["record"]["answer"] == "42"
+    assert got["values"]["messages"][-1]["content"] == "forty-two"
+    assert got["record"]["route"] == "data" and got["record"]["answer"] == "forty-two"
 
 
 def test_serve_refuses_a_public_address_without_keys() -> None:

@@ -151,11 +151,15 @@ class _Worker:
             # Keep beating while draining, or a peer would take over runs still going here.
             self.draining = True
             drain = int(self.settings.server.drain_s)
+            # Taken before the drain: DBOS.destroy cancels the workflow calls, whose
+            # `finally` drops them from self.local while our shielded run tasks go on.
+            in_flight = list(self.local.values())
             await self.off(DBOS.destroy, workflow_completion_timeout_sec=drain)
             watch.cancel()
-            if self.local:  # not drained: a peer continues them once our lease runs out
-                log.warning("%d run(s) handed back to the queue", len(self.local))
-                os._exit(0)
+            unfinished = [task for task in in_flight if not task.done()]
+            if unfinished:  # not drained: a peer continues them once our lease runs out
+                log.warning("%d run(s) handed back to the queue", len(unfinished))
+                os._exit(0)  # not asyncio.run's exit, which would wait for their tool threads
             await self.off(beats.leave)
 
     async def execute(self, host: _Host, run_id: str, after_interrupt: bool) -> str:
