@@ -196,26 +196,37 @@ _WATCH = """marker => {
 }"""
 
 
-def _first_token(page: Any, url: str, backend: Any) -> list[float]:
-    """Submit -> first token shown, minus the backend's own time to first token (ms)."""
+def _first_token(page: Any, url: str, backend: Any) -> dict[str, list[float]]:
+    """Per question (ms): submit -> first token shown minus the backend's own time to first
+    token (``extra``), split into submit -> the model request at the backend (``before``)
+    and the backend's first token -> shown (``after``)."""
     from tierflow.testing import Reply
 
     _fresh(page, url)
-    extra = []
+    out: dict[str, list[float]] = {"extra": [], "before": [], "after": []}
     for i in range(TTFT_SAMPLES + 1):  # the first one warms the thread up: dropped
         marker = f"tokenmark{i:03d}"
-        backend.enqueue(
-            Reply.text(f"{marker} is the first token of this answer", delay=BACKEND_TTFT_S)
-        )
+        arrived: list[float] = []
+
+        def respond(body: Any, marker: str = marker, arrived: list[float] = arrived) -> Any:
+            arrived.append(time.time() * 1000)
+            return Reply.text(f"{marker} is the first token of this answer", delay=BACKEND_TTFT_S)
+
+        backend.enqueue(respond)
         page.evaluate(_WATCH, marker)
         page.get_by_test_id("stChatInputTextArea").fill(f"question {i}")
         page.keyboard.press("Enter")
         page.wait_for_function("window.__shown !== null", timeout=30_000)
-        got = page.evaluate("[window.__submitted, window.__shown]")
+        submitted, shown = page.evaluate(
+            "[window.__submitted, window.__shown].map(t => performance.timeOrigin + t)"
+        )
         page.wait_for_selector(IDLE, timeout=30_000)
-        if i:
-            extra.append(got[1] - got[0] - BACKEND_TTFT_S * 1000)
-    return extra
+        if i and arrived:
+            first_token = arrived[0] + BACKEND_TTFT_S * 1000
+            out["extra"].append(shown - submitted - BACKEND_TTFT_S * 1000)
+            out["before"].append(arrived[0] - submitted)
+            out["after"].append(shown - first_token)
+    return out
 
 
 def _rss_mb(pid: int) -> float:
@@ -269,18 +280,21 @@ def run() -> dict[str, Any]:
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         _thread(server_url, backend, "A long thread", MESSAGES)
         _thread(server_url, backend, "A short thread", 2)
-        extra = _first_token(page, url, backend)
+        ttft = _first_token(page, url, backend)
         times = _open_times(page, url, "A long thread", MESSAGES)
         short = _open_times(page, url, "A short thread", 2)
         page.close()
         memory = _memory(browser, url, pid)
         browser.close()
+    extra = ttft["extra"]
     return {
         "first_token_extra_ms": {
             "p50": _pct(extra, 50),
             "p95": _pct(extra, 95),
             "max": round(max(extra), 1),
             "samples": len(extra),
+            "submit_to_backend_request_p50": _pct(ttft["before"], 50),
+            "backend_first_token_to_shown_p50": _pct(ttft["after"], 50),
             "backend_ttft_ms": BACKEND_TTFT_S * 1000,
             "goal_p95_ms": 300,
             "goal_met": _pct(extra, 95) <= 300,

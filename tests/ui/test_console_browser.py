@@ -208,7 +208,7 @@ def test_server_down_shows_a_banner_and_keeps_the_question(
     try:
         ask(page, "are you there?")
         page.get_by_text("Server unreachable").wait_for(timeout=20_000)
-        assert page.get_by_text("are you there?").count() >= 1
+        assert page.get_by_text("are you there?").count() >= 1, page.inner_text("body")
         assert page.get_by_text("Traceback").count() == 0
     finally:
         srv.start()
