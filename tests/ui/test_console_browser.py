@@ -65,12 +65,13 @@ def test_ask_streams_the_answer_and_shows_the_step(
     fresh(page, url)
     ask(page, "what is the answer?")
     page.get_by_text("The answer is forty-two.").first.wait_for(timeout=20_000)
+    page.get_by_text("run budget left").first.wait_for(timeout=20_000)  # the run ended
     idle(page)
     status = page.get_by_test_id("stExpander").filter(has_text="tier t")
-    assert "chat · tier t · vllm:scripted-model" in status.first.inner_text()
+    expect(status.first).to_contain_text("chat · tier t · vllm:scripted-model")
     status.first.click()
-    assert "scripted-model" in status.first.inner_text()  # the model line of the step
-    assert page.get_by_text("run budget left").count() == 1
+    expect(status.first).to_contain_text("model scripted-model")  # the step's model line
+    expect(page.get_by_text("run budget left")).to_have_count(1)
     assert screenshot(page, "console-chat").stat().st_size > 0
 
     # the backend refuses the next question: the step says why, a banner says degraded
