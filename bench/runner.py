@@ -91,8 +91,8 @@ def _startup() -> dict[str, Any]:
     return run()
 
 
-def _console() -> dict[str, Any]:
-    from tierflow.bench.console import run
+def _ui() -> dict[str, Any]:
+    from tierflow.bench.ui import run
 
     return run()
 
@@ -110,7 +110,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "startup": _startup,
     "batch": _batch,
     "serve": _serve,
-    "console": _console,
+    "ui": _ui,
     "answers": _answers,
 }
 

@@ -42,16 +42,21 @@ def console() -> Console:
     return c
 
 
+def retry() -> None:
+    unsent = ss.get("unsent")
+    if unsent and ss.get("pending") is None:
+        ss.pending = {"thread_id": ss.get("thread_id"), "question": unsent}
+
+
 def down(c: Console, exc: ServerDown) -> None:
     """The server is down: say so, keep the unsent question, offer to send it again."""
     st.error(f"Server unreachable: {exc}. It may be restarting.", icon=":material/cloud_off:")
     unsent = ss.get("unsent")
     if unsent:
         st.info(f"Your question is kept: “{unsent}”")
-    if st.button("Retry", key="retry", type="primary"):
-        if unsent:
-            ss.pending = {"thread_id": ss.get("thread_id"), "question": unsent}
-        st.rerun()
+    # a callback: it runs before the next page run even if that run, the server being
+    # back, draws no Retry button (a button's True would be lost then)
+    st.button("Retry", key="retry", type="primary", on_click=retry)
 
 
 def guarded(body: Callable[[Console], None]) -> Callable[[], None]:
@@ -74,8 +79,9 @@ def chat_page(c: Console) -> None:
     chat.read_prompt()
     info: dict[str, Any] = ss.get("info") or c.info()
     ss.info = info
+    ready = chat.prepare(c, info)  # the pending run starts before the page draws
     sidebar.threads(c, info)
-    chat.page(c, info)
+    chat.page(ready, c, info)
 
 
 def main() -> None:

@@ -191,8 +191,8 @@ def stop() -> None:
     ss.pending = ss.active = None
 
 
-def stream(c: Console, graph: str, job: dict[str, Any]) -> None:
-    """Send ``job`` and show its events as they come: tokens into the answer, tool calls
+def stream(job: dict[str, Any], events: queue.Queue[Any]) -> None:
+    """Show the events of ``job``'s run as they come: tokens into the answer, tool calls
     and node updates into a live status."""
     if "question" in job:
         with st.chat_message("user"):
@@ -201,9 +201,6 @@ def stream(c: Console, graph: str, job: dict[str, Any]) -> None:
         st.button("Stop", key="stop", on_click=stop, icon=":material/stop_circle:")
         live = st.status("Running…", expanded=True)
         text = st.empty()
-        events = c.stream(
-            job["thread_id"], graph, question=job.get("question"), resume=job.get("resume")
-        )
         ss.active = {"thread_id": job["thread_id"], "run_id": None, "text": ""}
         answer: dict[str, str] = {}
         while True:
@@ -243,27 +240,56 @@ def stream(c: Console, graph: str, job: dict[str, Any]) -> None:
         live.update(label="Done", state="complete", expanded=False)
 
 
+def _submitted() -> None:
+    """The chat input's callback: runs before the page does, so that one run of the page
+    shows the input disabled and starts the run (no extra rerun before the request)."""
+    prompt = ss.get("ask")
+    if prompt and ss.get("pending") is None:
+        ss.pending = {"thread_id": ss.get("thread_id"), "question": prompt}
+        ss.unsent = prompt
+
+
 def read_prompt() -> None:
     """The chat input, first thing on the page (before any request that may fail), so a
     question typed while the server is down is kept (``unsent``) for Retry."""
-    job = ss.get("pending")
-    prompt = st.chat_input("Ask a question", disabled=job is not None, key="ask")
-    if prompt and job is None:
-        ss.pending = {"thread_id": ss.get("thread_id"), "question": prompt}
-        ss.unsent = prompt
-        st.rerun()
+    disabled = ss.get("pending") is not None
+    st.chat_input("Ask a question", disabled=disabled, key="ask", on_submit=_submitted)
 
 
-def page(c: Console, info: dict[str, Any]) -> None:
+def prepare(c: Console, info: dict[str, Any]) -> dict[str, Any]:
+    """The thread as it is, then the pending run started (``events``): it runs on the
+    server while the page draws the sidebar and the history, so the first token is not
+    held up by them. The history is read first, so the new run is not in it."""
     thread_id = ss.get("thread_id")
     job = ss.get("pending")
-    graph = ss.get("graph") or (info.get("graphs") or ["default"])[0]
-    thread: dict[str, Any] | None = None
+    out: dict[str, Any] = {"graph": ss.get("graph") or (info.get("graphs") or ["default"])[0]}
     if thread_id:
-        thread = c.thread(thread_id)
-        graph = str((thread.get("metadata") or {}).get("graph") or graph)
+        out["thread"] = thread = c.thread(thread_id)
+        out["graph"] = str((thread.get("metadata") or {}).get("graph") or out["graph"])
+        out["runs"] = c.runs(thread_id)
+    if job is not None:
+        try:
+            if job.get("thread_id") is None:
+                job["thread_id"] = ss.thread_id = c.create_thread(out["graph"], job["question"])
+        except (ServerDown, RequestFailed) as exc:
+            ss.pending = ss.active = None
+            if isinstance(exc, ServerDown):
+                raise
+            ss.fault_run = str(exc)
+            st.rerun()
+        out["events"] = c.stream(
+            job["thread_id"], out["graph"], question=job.get("question"), resume=job.get("resume")
+        )
+    return out
+
+
+def page(ready: dict[str, Any], c: Console, info: dict[str, Any]) -> None:
+    """The thread (``ready``: from :func:`prepare`) and the pending run streaming in."""
+    job = ss.get("pending")
+    thread: dict[str, Any] | None = ready.get("thread")
+    if thread is not None:
         messages = (thread.get("values") or {}).get("messages") or []
-        shown = turns(messages, c.runs(thread_id))
+        shown = turns(messages, ready["runs"])
         earlier(shown[:-DETAILED_TURNS])
         for turn in shown[-DETAILED_TURNS:]:
             show_turn(c, thread, turn, info)
@@ -274,9 +300,7 @@ def page(c: Console, info: dict[str, Any]) -> None:
             approvals(thread)
         return
     try:
-        if job.get("thread_id") is None:
-            job["thread_id"] = ss.thread_id = c.create_thread(graph, job["question"])
-        stream(c, graph, job)
+        stream(job, ready["events"])
     except (ServerDown, RequestFailed) as exc:
         ss.pending = ss.active = None
         if isinstance(exc, ServerDown):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,30 @@ def chromium_path() -> str:
             "(`make sysdeps` installs it as root: apt-get install chromium)"
         )
     return path
+
+
+Screenshot = Callable[[Any, str], Path]
+
+
+@pytest.fixture(scope="session")
+def screenshot(tmp_path_factory: pytest.TempPathFactory) -> Screenshot:
+    """``screenshot(page, name)`` saves the page as ``name.png`` where the browser tests keep
+    the main views: ``$TIERFLOW_SCREENSHOTS`` (the README's pictures:
+    ``TIERFLOW_SCREENSHOTS=docs/images``, relative to where pytest starts), else a temporary
+    folder, so a default run never rewrites tracked files. (Read here, once per session:
+    each test runs in its own folder with ``TIERFLOW_*`` scrubbed.)"""
+    chosen = os.environ.get("TIERFLOW_SCREENSHOTS")
+    folder = Path(chosen).resolve() if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(page: Any, name: str) -> Path:
+        if chosen:  # the README's pictures: let expanders open and data grids draw first
+            page.wait_for_timeout(1000)
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path))
+        return path
+
+    return save
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from langgraph_sdk import get_sync_client
 from playwright.sync_api import expect
 
 from tests.server.conftest import REFUNDED
-from tests.ui.conftest import UiServer, streamlit_console
+from tests.ui.conftest import Screenshot, UiServer, streamlit_console, ui_server
 from tierflow.testing import Fault, Reply
 
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
@@ -57,18 +57,22 @@ def sdk(srv: UiServer) -> Any:
     return get_sync_client(url=srv.url, api_key=None)
 
 
-def test_ask_streams_the_answer_and_shows_the_step(served: tuple[UiServer, str], page: Any) -> None:
+def test_ask_streams_the_answer_and_shows_the_step(
+    served: tuple[UiServer, str], page: Any, screenshot: Screenshot
+) -> None:
     srv, url = served
     srv.backend.enqueue(Reply.text("The answer is forty-two."))
     fresh(page, url)
     ask(page, "what is the answer?")
     page.get_by_text("The answer is forty-two.").first.wait_for(timeout=20_000)
+    page.get_by_text("run budget left").first.wait_for(timeout=20_000)  # the run ended
     idle(page)
     status = page.get_by_test_id("stExpander").filter(has_text="tier t")
-    assert "chat · tier t · vllm:scripted-model" in status.first.inner_text()
+    expect(status.first).to_contain_text("chat · tier t · vllm:scripted-model")
     status.first.click()
-    assert "scripted-model" in status.first.inner_text()  # the model line of the step
-    assert page.get_by_text("run budget left").count() == 1
+    expect(status.first).to_contain_text("model scripted-model")  # the step's model line
+    expect(page.get_by_text("run budget left")).to_have_count(1)
+    assert screenshot(page, "console-chat").stat().st_size > 0
 
     # the backend refuses the next question: the step says why, a banner says degraded
     srv.backend.enqueue(Fault.status(400, body={"error": {"message": "bad request body"}}))
@@ -81,7 +85,9 @@ def test_ask_streams_the_answer_and_shows_the_step(served: tuple[UiServer, str],
     assert page.get_by_text("Traceback").count() == 0
 
 
-def test_approve_edit_and_reject_tool_calls(served: tuple[UiServer, str], page: Any) -> None:
+def test_approve_edit_and_reject_tool_calls(
+    served: tuple[UiServer, str], page: Any, screenshot: Screenshot
+) -> None:
     srv, url = served
     REFUNDED.clear()
     fresh(page, url, "clerk")
@@ -92,6 +98,7 @@ def test_approve_edit_and_reject_tool_calls(served: tuple[UiServer, str], page: 
     card = page.get_by_text("Approve tool call").first
     card.wait_for(timeout=20_000)
     idle(page)
+    screenshot(page, "console-approval")
     page.get_by_role("button", name="Approve").first.click()
     page.get_by_text("All set for A1").first.wait_for(timeout=20_000)
     assert REFUNDED == ["A1"]
@@ -202,7 +209,7 @@ def test_server_down_shows_a_banner_and_keeps_the_question(
     try:
         ask(page, "are you there?")
         page.get_by_text("Server unreachable").wait_for(timeout=20_000)
-        assert page.get_by_text("are you there?").count() >= 1
+        assert page.get_by_text("are you there?").count() >= 1, page.inner_text("body")
         assert page.get_by_text("Traceback").count() == 0
     finally:
         srv.start()
@@ -249,3 +256,70 @@ def test_an_uploaded_document_is_cited_with_its_passage(
     source = page.get_by_test_id("stExpander").filter(has_text="returns-policy.md").first
     source.click()
     expect(source).to_contain_text("returned within 30 days of delivery")
+
+
+def test_backends_and_guardrail_pages(
+    served: tuple[UiServer, str], page: Any, screenshot: Screenshot
+) -> None:
+    _, url = served
+    page.goto(f"{url}/backends")
+    page.get_by_test_id("stDataFrame").wait_for(timeout=20_000)
+    idle(page)
+    screenshot(page, "console-backends")
+
+    page.goto(f"{url}/guardrails")
+    idle(page)
+    page.get_by_label("Text").fill(
+        "Mail ada.lovelace@example.com the refund, card 4111 1111 1111 1111"
+    )
+    page.get_by_label("Text").press("Control+Enter")
+    idle(page)
+    page.get_by_test_id("stMain").get_by_test_id("stSelectbox").click()
+    page.get_by_role("option", name="output", exact=True).click()
+    idle(page)
+    page.get_by_role("button", name="Check").click()
+    page.get_by_text("<EMAIL_1>").first.wait_for(timeout=20_000)  # the redacted text
+    page.get_by_test_id("stDataFrame").wait_for(timeout=20_000)  # every verdict
+    idle(page)
+    expect(page.get_by_test_id("stMain")).to_contain_text("redact")
+    screenshot(page, "console-guardrails")
+
+
+def sign_in(page: Any, key: str) -> None:
+    field = page.get_by_test_id("stSidebar").get_by_label("API key", exact=True)
+    field.fill(key)
+    field.press("Enter")
+    idle(page)
+
+
+def test_a_second_key_cannot_see_the_first_keys_thread(browser: Any, tmp_path: Path) -> None:
+    """A server with two API keys; one console, one browser page per user, each typing
+    their own key in the sidebar."""
+    with (
+        ui_server(tmp_path, frozenset({"alice-key", "bob-key"})) as srv,
+        streamlit_console(srv.url) as url,
+    ):
+        alice = browser.new_page(viewport={"width": 1280, "height": 900})
+        bob = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            for page, key in ((alice, "alice-key"), (bob, "bob-key")):
+                page.goto(url)
+                idle(page)
+                sign_in(page, key)
+            srv.backend.enqueue(Reply.text("Only Alice reads this."))
+            ask(alice, "alice's private question")
+            alice.get_by_text("Only Alice reads this.").first.wait_for(timeout=20_000)
+            idle(alice)
+            mine = alice.get_by_test_id("stSidebar").get_by_role("button", name="private")
+            expect(mine).to_have_count(1)  # Alice's own list has it
+
+            bob.reload()
+            idle(bob)
+            sign_in(bob, "bob-key")
+            sidebar = bob.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_role("button", name="New thread")).to_be_visible()
+            expect(sidebar.get_by_role("button", name="private")).to_have_count(0)
+            expect(bob.get_by_text("Only Alice reads this.")).to_have_count(0)
+        finally:
+            alice.close()
+            bob.close()

@@ -1,18 +1,23 @@
-"""The server's /console routes over HTTP (no browser): feedback, backends, the guardrail
+"""The server's /console routes over HTTP (no browser): feedback (and its event in the run's
+trace, exported over OTLP to a real receiver on loopback), backends, the guardrail
 playground, document upload; each honours API keys (another key's thread is a 404)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
 
+from tests.server.conftest import free_port
 from tests.ui.conftest import UiServer, ui_server
 from tierflow import telemetry
 from tierflow.testing import Reply
@@ -121,27 +126,61 @@ def test_streamed_tokens_arrive_before_the_run_ends_and_keys_keep_threads_apart(
     assert caught.value.status == 404
 
 
-def test_feedback_goes_to_the_runs_trace(tmp_path: Path) -> None:
-    exporter = InMemorySpanExporter()
+def _feedback_on_a_traced_server(folder: Path, otlp_port: int) -> tuple[str, dict[str, Any]]:
+    """A run and its feedback on a server whose spans go over OTLP/HTTP to ``otlp_port``
+    (each span sent as it ends); the run's id and record."""
     provider = TracerProvider()
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{otlp_port}/v1/traces")
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with (
-        telemetry.use_providers(tracer_provider=provider),
-        ui_server(tmp_path, telemetry=True) as traced,
-    ):
-        thread_id, run_id = finished_run(traced, key=None)
-        with http(traced, None) as c:
-            record = c.get(f"/threads/{thread_id}/runs/{run_id}/record").json()
-            got = c.post(
-                f"/console/threads/{thread_id}/runs/{run_id}/feedback",
-                json={"score": "up", "comment": "clear"},
-            ).json()
-    assert got["traced"] is True
-    (span,) = [s for s in exporter.get_finished_spans() if s.name == "tierflow.feedback"]
-    assert f"{span.context.trace_id:032x}" == record["trace_id"]
+    try:
+        with (
+            telemetry.use_providers(tracer_provider=provider),
+            ui_server(folder, telemetry=True) as traced,
+        ):
+            thread_id, run_id = finished_run(traced, key=None)
+            with http(traced, None) as c:
+                record = c.get(f"/threads/{thread_id}/runs/{run_id}/record").json()
+                got = c.post(
+                    f"/console/threads/{thread_id}/runs/{run_id}/feedback",
+                    json={"score": "up", "comment": "clear"},
+                ).json()
+        assert got["traced"] is True
+        return run_id, record
+    finally:
+        provider.shutdown()
+
+
+async def _through_oteltap(folder: Path) -> tuple[str, dict[str, Any], list[Span]]:
+    port = free_port()
+    spans: list[Span] = []
+    arrived = asyncio.Event()
+
+    async def collect(receiver: OtelTapHttpProtobufReceiver) -> None:
+        async for span in receiver.stream_traces():
+            spans.append(span)
+            if span.name == "tierflow.feedback":
+                arrived.set()
+
+    settings = OtelTapHttpProtobufReceiverSettings(http_port=port)  # binds 127.0.0.1 only
+    async with OtelTapHttpProtobufReceiver(settings) as receiver:
+        task = asyncio.create_task(collect(receiver))
+        run_id, record = await asyncio.to_thread(_feedback_on_a_traced_server, folder, port)
+        # the export was acknowledged; oteltap hands spans over by polling: a bounded wait
+        await asyncio.wait_for(arrived.wait(), timeout=10)
+        task.cancel()
+    return run_id, record, spans
+
+
+def test_feedback_goes_to_the_runs_trace_over_otlp(tmp_path: Path) -> None:
+    run_id, record, spans = asyncio.run(_through_oteltap(tmp_path))
+    in_trace = [s for s in spans if s.trace_id.hex() == record["trace_id"]]
+    names = {s.name for s in in_trace}
+    assert "tierflow.feedback" in names
+    assert names - {"tierflow.feedback"}, names  # the run's own spans share the trace
+    (span,) = [s for s in in_trace if s.name == "tierflow.feedback"]
     (event,) = span.events
     assert event.name == "feedback"
-    assert dict(event.attributes or {}) == {
+    assert {a.key: a.value.string_value for a in event.attributes} == {
         "tierflow.run_id": run_id,
         "feedback.score": "up",
         "feedback.comment": "clear",
