@@ -54,7 +54,7 @@ class Agent:
     #: is small (``constrained`` tool mode: ``local`` and ``vllm`` by default); hosted
     #: backends keep the loop. An async callable taking a
     #: :class:`tierflow.agents.workflow.WorkflowRun` and returning the answer text; the
-    #: ready-made ones are in :mod:`tierflow.agents.workflows` (``SqlWorkflow``,
+    #: ready-made ones are in :mod:`tierflow.agents.specialists` (``SqlWorkflow``,
     #: ``CodeWorkflow``, ``DocsWorkflow``, ``WebWorkflow``). Example::
     #:
     #:     Agent(name="analyst", tier="reasoning", tools=sql_tools, instructions="...",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from langgraph.graph import START, StateGraph
 
 from tierflow.agents import Agent, add_agent
-from tierflow.agents.workflows import CodeWorkflow, DocsWorkflow, SqlWorkflow, WebWorkflow
+from tierflow.agents.specialists import CodeWorkflow, DocsWorkflow, SqlWorkflow, WebWorkflow
 from tierflow.graphs.builder import (
     PlannerState,
     Route,

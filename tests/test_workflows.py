@@ -17,7 +17,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from tierflow.agents.context import ContextOverflow, estimate_tokens, fit_messages
-from tierflow.agents.workflows import column_hint, describe_schema, fenced_block, with_print
+from tierflow.agents.specialists import column_hint, describe_schema, fenced_block, with_print
 from tierflow.models.tiers import Tier
 from tierflow.runner import Runner
 from tierflow.settings import TierflowSettings, load_settings
