@@ -331,67 +331,41 @@ def doctor(
     if probe is not None:
         _probe(probe, as_json, config)
         return
-    import asyncio
 
     from rich.markup import escape
 
+    from tierflow.models.probe import backend_table
     from tierflow.models.tiers import TierSet
-    from tierflow.resilience import BreakerSnapshot, breaker_store
     from tierflow.settings import load_settings
 
     def run() -> Any:
         settings = load_settings(config)
-        tiers = TierSet.from_settings(settings)
-        breakers = breaker_store(settings).load_all()
-
-        async def probe_all() -> Any:
-            backends = tiers.backends()
-            return await asyncio.gather(*(b.probe() for b in backends))
-
+        table = backend_table(settings, TierSet.from_settings(settings))
         if as_json:
-            return breakers, tiers, _run_async(probe_all())
+            return _run_async(table)
         with err.status("Checking backends…", spinner="dots"):
-            return breakers, tiers, _run_async(probe_all())
+            return _run_async(table)
 
-    breakers, tiers, statuses = _guard(run)
-    tier_map = {name: [b.id for b in tier.backends] for name, tier in tiers.items()}
-    breaker = {
-        s.backend: breakers.get(s.backend, BreakerSnapshot(backend=s.backend)).to_json()
-        for s in statuses
-    }
+    doctor: dict[str, Any] = _guard(run)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "backends": [
-                        {
-                            "backend": s.backend,
-                            "state": s.state.value,
-                            "detail": s.detail,
-                            "local": s.local,
-                            "latency_ms": s.latency_ms,
-                            "breaker": breaker[s.backend],
-                        }
-                        for s in statuses
-                    ],
-                    "tiers": tier_map,
-                }
-            )
-        )
+        print(json.dumps(doctor))
         return
     table = Table(title="tierflow backends")
     for col in ("backend", "state", "detail", "local", "tiers"):
         table.add_column(col)
     colours = {"reachable": "green", "model loaded": "green", "unavailable": "yellow"}
-    for s in statuses:
-        used = ", ".join(n for n, ids in tier_map.items() if s.backend in ids)
-        colour = colours.get(s.state.value, "red")
+    for row in doctor["backends"]:
+        colour = colours.get(row["state"], "red")
         table.add_row(
-            s.backend, f"[{colour}]{s.state.value}[/]", s.detail, "yes" if s.local else "no", used
+            row["backend"],
+            f"[{colour}]{row['state']}[/]",
+            row["detail"],
+            "yes" if row["local"] else "no",
+            ", ".join(row["tiers"]),
         )
     out.print(table)
     # Breakers below the table (it has no room for them in 80 columns): only those with news.
-    for backend, b in breaker.items():
+    for backend, b in ((row["backend"], row["breaker"]) for row in doctor["backends"]):
         if b["state"] == "closed" and not b["last_error"]:
             continue
         colour = "yellow" if b["state"] == "half_open" else "red"

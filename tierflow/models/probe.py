@@ -27,11 +27,12 @@ its tool call as text, not as ``tool_calls``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -44,6 +45,9 @@ from tierflow.models.backends import (
     build_backend,
 )
 from tierflow.settings import BackendKind, BackendRef, TierflowSettings
+
+if TYPE_CHECKING:
+    from tierflow.models.tiers import TierSet
 
 #: The tool-call id sent back in the round trip: 9 alphanumerics, as tierflow writes them.
 ROUND_TRIP_ID = "pRb7Kq2Zx"
@@ -338,3 +342,28 @@ def _quote(text: Any) -> str:
         return "(empty)"
     flat = " ".join(text.split())
     return repr(flat if len(flat) <= _SHOWN else flat[:_SHOWN] + "…")
+
+
+async def backend_table(settings: TierflowSettings, tiers: TierSet) -> dict[str, Any]:
+    """``tierflow doctor --json`` (and the console's Backends page): each backend's state,
+    the tiers it serves, and its circuit breaker as the last runs persisted it."""
+    from tierflow.resilience import BreakerSnapshot, breaker_store
+
+    breakers = await asyncio.to_thread(lambda: breaker_store(settings).load_all())
+    statuses = await asyncio.gather(*(b.probe() for b in tiers.backends()))
+    tier_map = {name: [b.id for b in tier.backends] for name, tier in tiers.items()}
+    return {
+        "backends": [
+            {
+                "backend": s.backend,
+                "state": s.state.value,
+                "detail": s.detail,
+                "local": s.local,
+                "latency_ms": s.latency_ms,
+                "tiers": [n for n, ids in tier_map.items() if s.backend in ids],
+                "breaker": breakers.get(s.backend, BreakerSnapshot(backend=s.backend)).to_json(),
+            }
+            for s in statuses
+        ],
+        "tiers": tier_map,
+    }

@@ -109,28 +109,9 @@ def _trace_event(trace_id: str, run_id: str, body: Feedback) -> bool:
 @router.get("/backends")
 async def backends(srv: ServerDep, owner: Caller) -> dict[str, Any]:
     """``tierflow doctor --json``, live: each backend's state, its tiers, its breaker."""
-    from tierflow.resilience import BreakerSnapshot, breaker_store
+    from tierflow.models.probe import backend_table
 
-    settings = srv.runner.settings
-    tiers = srv.runner.tiers
-    breakers = await asyncio.to_thread(lambda: breaker_store(settings).load_all())
-    statuses = await asyncio.gather(*(b.probe() for b in tiers.backends()))
-    tier_map = {name: [b.id for b in tier.backends] for name, tier in tiers.items()}
-    return {
-        "backends": [
-            {
-                "backend": s.backend,
-                "state": s.state.value,
-                "detail": s.detail,
-                "local": s.local,
-                "latency_ms": s.latency_ms,
-                "tiers": [n for n, ids in tier_map.items() if s.backend in ids],
-                "breaker": breakers.get(s.backend, BreakerSnapshot(backend=s.backend)).to_json(),
-            }
-            for s in statuses
-        ],
-        "tiers": tier_map,
-    }
+    return await backend_table(srv.runner.settings, srv.runner.tiers)
 
 
 @router.post("/guard")
