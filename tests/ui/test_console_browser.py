@@ -308,7 +308,8 @@ def test_a_second_key_cannot_see_the_first_keys_thread(browser: Any, tmp_path: P
                 sign_in(page, key)
             srv.backend.enqueue(Reply.text("Only Alice reads this."))
             ask(alice, "alice's private question")
-            alice.get_by_text("Only Alice reads this.").first.wait_for(timeout=20_000)
+            # a cold server: its first run loads the embedder
+            alice.get_by_text("Only Alice reads this.").first.wait_for(timeout=60_000)
             idle(alice)
             mine = alice.get_by_test_id("stSidebar").get_by_role("button", name="private")
             expect(mine).to_have_count(1)  # Alice's own list has it

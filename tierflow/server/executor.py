@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -151,8 +152,19 @@ class _Worker:
             # Keep beating while draining, or a peer would take over runs still going here.
             self.draining = True
             drain = int(self.settings.server.drain_s)
-            # Taken before the drain: DBOS.destroy cancels the workflow calls, whose
-            # `finally` drops them from self.local while our shielded run tasks go on.
+            # Exit by the drain deadline plus a margin whatever below hangs (a shutdown step
+            # waiting on a tool's thread was seen): a run still going is handed over by the
+            # lease, as after kill -9, so a forced exit loses nothing.
+            deadline = threading.Timer(drain + 5, os._exit, args=(0,))
+            deadline.daemon = True
+            deadline.start()
+            # DBOS.destroy shuts down the executor it made this loop's default before it
+            # waits for the workflows: the runs draining here would lose asyncio.to_thread
+            # (their thread lease's renewal failed, the run errored and was never handed
+            # back; test_sigterm_drains failed about 1 run in 3). Give them a pool of ours.
+            loop.set_default_executor(ThreadPoolExecutor(4, thread_name_prefix="tierflow-drain"))
+            # Taken before the drain: a workflow call that ends during it leaves self.local
+            # while its shielded run task may still be going.
             in_flight = list(self.local.values())
             await self.off(DBOS.destroy, workflow_completion_timeout_sec=drain)
             watch.cancel()
