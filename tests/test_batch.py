@@ -49,8 +49,10 @@ def backend() -> Iterator[ScriptedServer]:
 def _env(tmp_path: Path, srv: ScriptedServer) -> dict[str, str]:
     (tmp_path / "tierflow.toml").write_text(
         '[tiers.reasoning]\nbackends = ["openai:gpt-4o"]\n[telemetry]\nenabled = false\n'
-        # a killed batch's thread leases lapse quickly (the resumed batch waits for them)
-        "[state]\nlease_ttl_s = 1\n"
+        # a killed batch's thread leases lapse quickly (the resumed batch waits for them);
+        # 3 s, not 1: a process's first question loads the injection classifier's embedder
+        # (on by default now), and a 1 s lease could lapse meanwhile on a busy machine
+        "[state]\nlease_ttl_s = 3\n"
     )
     return {
         **os.environ,

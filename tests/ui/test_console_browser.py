@@ -14,7 +14,7 @@ from langgraph_sdk import get_sync_client
 from playwright.sync_api import expect
 
 from tests.server.conftest import REFUNDED
-from tests.ui.conftest import Screenshot, UiServer, streamlit_console, ui_server
+from tests.ui.conftest import Screenshot, UiServer, streamlit_console
 from tierflow.testing import Fault, Reply
 
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
@@ -283,44 +283,3 @@ def test_backends_and_guardrail_pages(
     idle(page)
     expect(page.get_by_test_id("stMain")).to_contain_text("redact")
     screenshot(page, "console-guardrails")
-
-
-def sign_in(page: Any, key: str) -> None:
-    field = page.get_by_test_id("stSidebar").get_by_label("API key", exact=True)
-    field.fill(key)
-    field.press("Enter")
-    idle(page)
-
-
-def test_a_second_key_cannot_see_the_first_keys_thread(browser: Any, tmp_path: Path) -> None:
-    """A server with two API keys; one console, one browser page per user, each typing
-    their own key in the sidebar."""
-    with (
-        ui_server(tmp_path, frozenset({"alice-key", "bob-key"})) as srv,
-        streamlit_console(srv.url) as url,
-    ):
-        alice = browser.new_page(viewport={"width": 1280, "height": 900})
-        bob = browser.new_page(viewport={"width": 1280, "height": 900})
-        try:
-            for page, key in ((alice, "alice-key"), (bob, "bob-key")):
-                page.goto(url)
-                idle(page)
-                sign_in(page, key)
-            srv.backend.enqueue(Reply.text("Only Alice reads this."))
-            ask(alice, "alice's private question")
-            # a cold server: its first run loads the embedder
-            alice.get_by_text("Only Alice reads this.").first.wait_for(timeout=60_000)
-            idle(alice)
-            mine = alice.get_by_test_id("stSidebar").get_by_role("button", name="private")
-            expect(mine).to_have_count(1)  # Alice's own list has it
-
-            bob.reload()
-            idle(bob)
-            sign_in(bob, "bob-key")
-            sidebar = bob.get_by_test_id("stSidebar")
-            expect(sidebar.get_by_role("button", name="New thread")).to_be_visible()
-            expect(sidebar.get_by_role("button", name="private")).to_have_count(0)
-            expect(bob.get_by_text("Only Alice reads this.")).to_have_count(0)
-        finally:
-            alice.close()
-            bob.close()
