@@ -23,7 +23,7 @@ import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +34,8 @@ from pydantic import PrivateAttr
 from tierflow import Agent, BuildContext, Route, Runner, load_settings, router_graph, tool
 from tierflow.errors import TierflowError
 from tierflow.models.tiers import Tier
+from tierflow.resilience import breaker_for
+from tierflow.settings import TierflowSettings
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
 
 CONVERSATIONS = 200
@@ -99,23 +101,25 @@ def _factory(ctx: BuildContext) -> Any:
     return router_graph(ctx.tiers, routes)
 
 
-def _tiers(latency: float) -> tuple[dict[str, Tier], _Endpoint]:
+def _tiers(latency: float, settings: TierflowSettings) -> tuple[dict[str, Tier], _Endpoint]:
     primary = _Endpoint(latency=latency)
     secondary = _Endpoint(latency=latency)
+    first = ScriptedBackend(primary, id="openai:primary", local=False)
+    # The primary's breaker as a configured backend has it: its row in the state dir's
+    # breakers.sqlite, shared by every process on that dir.
+    first.breaker = breaker_for(settings, first.id)
     reasoning = Tier(
         name="reasoning",
-        backends=[
-            ScriptedBackend(primary, id="openai:primary", local=False),
-            ScriptedBackend(secondary, id="vllm:secondary"),
-        ],
+        backends=[first, ScriptedBackend(secondary, id="vllm:secondary")],
     )
     router = scripted_tier("router", _Endpoint(latency=latency))
     return {"router": router, "reasoning": reasoning}, primary
 
 
-async def _verify(path: Path, threads: Sequence[str]) -> int:
+async def verify(state_dir: Path, threads: Sequence[str]) -> int:
     """Threads whose checkpoint lacks the question and an answer (lost conversations)."""
     lost = 0
+    path = state_dir / "checkpoints.sqlite"
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         for thread in threads:
             saved = await saver.aget_tuple({"configurable": {"thread_id": thread}})
@@ -125,11 +129,22 @@ async def _verify(path: Path, threads: Sequence[str]) -> int:
     return lost
 
 
-async def _load(n: int, state_dir: Path, *, latency: float = LATENCY_S) -> dict[str, Any]:
-    """``n`` concurrent conversations; the primary fails after half of its expected calls."""
-    tiers, primary = _tiers(latency)
+async def share(
+    threads: Sequence[str],
+    state_dir: Path,
+    *,
+    latency: float = LATENCY_S,
+    ready: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``threads`` at once on one Runner (one process's share of the load); the
+    primary fails after half of this share's calls to it. ``ready`` is called after the
+    warm-up and before the timed block (the multi-process benchmark's start line).
+
+    Raw figures: outcomes, latencies, CPU (``time.process_time``: every thread of the
+    process, aiosqlite's too), and the block's start and end on the system-wide
+    monotonic clock (comparable between processes on one machine)."""
     settings = load_settings(state_dir=state_dir)
-    threads = [f"load-{i}" for i in range(n)]
+    tiers, primary = _tiers(latency, settings)
     outcomes = {"completed": 0, "degraded": 0, "failed_cleanly": 0, "crashed": 0}
     fell_back = 0
     latencies: list[float] = []
@@ -151,39 +166,69 @@ async def _load(n: int, state_dir: Path, *, latency: float = LATENCY_S) -> dict[
         fell_back += any(s.fallback_from for s in record.steps)
 
     async with Runner(settings, tiers=tiers, graphs={"load": _factory}) as runner:
-        await runner.ask("warm up", graph="load", thread_id="warmup")  # compile, open, import
-        primary.fail_after = primary._requests + n  # half of the 2 calls a conversation
-        cpu, loop_cpu, wall = time.process_time(), time.thread_time(), time.perf_counter()
+        await runner.ask("warm up", graph="load", thread_id=f"warmup-{threads[0]}")
+        primary.fail_after = primary._requests + len(threads)  # half of 2 calls each
+        if ready is not None:
+            ready()
+        cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.monotonic()
         await asyncio.gather(*(one(t) for t in threads))
-        wall = time.perf_counter() - wall
+        end = time.monotonic()
         cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
+    return {
+        "pid": os.getpid(),
+        "conversations": len(threads),
+        **outcomes,
+        "fell_back": fell_back,
+        "primary_refused": max(0, primary._requests - primary.fail_after),
+        "latencies": latencies,
+        "cpu_s": cpu,
+        "loop_cpu_s": loop_cpu,
+        "start": start,
+        "end": end,
+    }
+
+
+def summary(n: int, parts: Sequence[dict[str, Any]], lost: int, latency: float) -> dict[str, Any]:
+    """The figures of ``n`` conversations run in one or several shares (processes)."""
+    wall = max(p["end"] for p in parts) - min(p["start"] for p in parts)
+    cpu = sum(p["cpu_s"] for p in parts)
     ideal = round(MODEL_CALLS * latency, 3)
-    latencies.sort()
+    latencies = sorted(x for p in parts for x in p["latencies"])
     return {
         "conversations": n,
-        **outcomes,
-        "lost": await _verify(runner.checkpoint_path, threads),
-        "fell_back": fell_back,
+        **{k: sum(p[k] for p in parts) for k in ("completed", "degraded", "failed_cleanly")},
+        "crashed": sum(p["crashed"] for p in parts),
+        "lost": lost,
+        "fell_back": sum(p["fell_back"] for p in parts),
         "wall_s": round(wall, 3),
         "ideal_s": ideal,
         "ratio_to_ideal": round(wall / ideal, 2) if ideal else None,
         "goal_met": bool(ideal) and wall <= GOAL * ideal,
+        "conversations_per_s": round(n / wall, 1),
         "conversation_s_p50": round(statistics.median(latencies), 3) if latencies else None,
         "conversation_s_max": round(latencies[-1], 3) if latencies else None,
-        "primary_refused_after_requests": n,
+        # each process's primary: requests served before it refused (its share's half)
+        "primary_refused_after_requests": [p["conversations"] for p in parts],
+        "primary_refusals": [p["primary_refused"] for p in parts],
         "cpu_s": round(cpu, 3),
         "cpu_ms_per_conversation": round(cpu * 1000 / n, 2),
-        # the event loop's own thread; the rest is mostly aiosqlite's worker thread
-        "loop_thread_cpu_s": round(loop_cpu, 3),
+        # the event loops' own threads; the rest is mostly aiosqlite's worker threads
+        "loop_thread_cpu_s": round(sum(p["loop_cpu_s"] for p in parts), 3),
     }
+
+
+async def _load(n: int, state_dir: Path, *, latency: float = LATENCY_S) -> dict[str, Any]:
+    """``n`` concurrent conversations on one Runner in this process."""
+    threads = [f"load-{i}" for i in range(n)]
+    part = await share(threads, state_dir, latency=latency)
+    return summary(n, [part], await verify(state_dir, threads), latency)
 
 
 async def _sequential(state_dir: Path) -> float:
     """CPU ms per conversation with instant models, one conversation at a time."""
-    tiers, _ = _tiers(0.0)
-    async with Runner(
-        load_settings(state_dir=state_dir), tiers=tiers, graphs={"load": _factory}
-    ) as r:
+    settings = load_settings(state_dir=state_dir)
+    tiers, _ = _tiers(0.0, settings)
+    async with Runner(settings, tiers=tiers, graphs={"load": _factory}) as r:
         await r.ask("warm up", graph="load", thread_id="warmup")
         cpu = time.process_time()
         for i in range(SEQUENTIAL):

@@ -122,6 +122,7 @@ def run_benchmarks(
     route: str | None = None,
     limit: int | None = None,
     tag: str | None = None,
+    processes: int | None = None,
 ) -> None:
     names = [name] if name else list(BENCHMARKS)
     for n in names:
@@ -129,7 +130,17 @@ def run_benchmarks(
             raise UserError(f"unknown benchmark '{n}' (available: {', '.join(BENCHMARKS)})")
     if (route is not None or limit is not None or tag is not None) and names != ["answers"]:
         raise UserError("--route, --limit and --tag are options of `tierflow bench answers`")
+    if processes is not None and names != ["load"]:
+        raise UserError("--processes is an option of `tierflow bench load`")
     results_dir.mkdir(parents=True, exist_ok=True)
+    if processes is not None and processes > 1:
+        from tierflow.bench.load_procs import run as run_processes
+
+        command = f"tierflow bench load --processes {processes}"
+        print(f"running load over 1 and {processes} processes…", file=sys.stderr, flush=True)
+        figures = run_processes(processes)
+        record_results(f"load-processes-{processes}", figures, results_dir, command=command)
+        return
     if names == ["answers"]:
         from tierflow.bench.answers import run
 

@@ -124,6 +124,19 @@ def test_state_is_shared_through_the_store(tmp_path: Path) -> None:
     assert shown["state"] == "closed" and shown["last_error"] == "ConnectError: refused"
 
 
+def test_a_long_lived_breaker_sees_another_process_open_it(tmp_path: Path) -> None:
+    clock = Clock()
+    store = BreakerStore.in_dir(tmp_path)
+    assert store.refresh_s == 1.0
+    store.refresh_s = 0.0  # re-read on every decision, not once a second
+    mine = CircuitBreaker("b", BreakerPolicy(cooldown_s=30), store=store, clock=clock)
+    assert mine.acquire() is not None  # closed, and its row read before the other opens it
+    other = make(tmp_path, clock, cooldown_s=30)  # a worker process of the same batch
+    other.record_failure(other.acquire(), fail(FailureKind.CONNECT, "ConnectError: refused"))
+    assert mine.acquire() is None
+    assert mine.snapshot().last_error == "ConnectError: refused"
+
+
 def test_doctor_view_of_an_open_breaker(tmp_path: Path) -> None:
     clock = Clock()
     br = make(tmp_path, clock, cooldown_s=30)

@@ -651,11 +651,23 @@ def bench(
     tag: Annotated[
         str | None, typer.Option(help="answers: record as answers-TAG.json (e.g. before).")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="load: also over P worker processes, interleaved with 1 "
+            "(records load-processes-P.json).",
+        ),
+    ] = None,
 ) -> None:
     """Run the benchmarks and record their results."""
     from tierflow.bench import run_benchmarks
 
-    _guard(lambda: run_benchmarks(name, results, route=route, limit=limit, tag=tag))
+    _guard(
+        lambda: run_benchmarks(
+            name, results, route=route, limit=limit, tag=tag, processes=processes
+        )
+    )
 
 
 app.command("ui")(console.ui)

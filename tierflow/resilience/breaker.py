@@ -3,8 +3,9 @@
 Import these names from :mod:`tierflow.resilience`.
 
 The state lives in ``<state_dir>/breakers.sqlite``, one row per backend, so that
-``tierflow doctor`` (another process) can show it and the next ``tierflow ask`` (another
-process again) skips a backend an earlier run found dead. SQLite rather than a JSON file:
+``tierflow doctor`` (another process) can show it, the next ``tierflow ask`` (another
+process again) skips a backend an earlier run found dead, and the worker processes of
+one batch or server re-read it at most once a second. SQLite rather than a JSON file:
 each change is a one-row upsert in a transaction, so two processes updating different (or
 the same) backends never lose each other's rows or leave a torn file, with no lock files
 of our own. A store that cannot be written (read-only disk...) is logged once and the
@@ -165,7 +166,11 @@ class StateStore(Protocol):
 class BreakerStore:
     """Breaker rows in ``<state_dir>/breakers.sqlite``, safe for concurrent processes."""
 
-    refresh_s: float | None = None  # the processes sharing a file are short-lived CLI runs
+    #: Long-lived processes share the file too (``tierflow batch --processes``, ``serve
+    #: --workers``, ``worker``): a breaker re-reads its row at most once a second (a
+    #: read-only connection and one SELECT, ~0.1 ms), so one another process opened is
+    #: honoured here within a second, as with PostgreSQL.
+    refresh_s: float | None = 1.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
