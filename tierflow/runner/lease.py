@@ -37,7 +37,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -197,30 +199,68 @@ _RELEASE = "DELETE FROM leases WHERE thread_id = ?1 AND holder = ?2"
 class SqliteThreadLeases(ThreadLeases):
     """Leases in a SQLite file, safe for concurrent processes on one machine.
 
-    Each call opens a short connection in a worker thread (a statement takes ~1 ms), so
-    nothing stays open between runs.
+    Each call runs its statement in a worker thread on one connection this object keeps
+    open (``check_same_thread=False``, behind a lock: a statement takes ~50 us). A
+    connection per call cost ~2-4 ms of CPU and ~45 ms of wall time a run: closing the
+    file's last connection checkpoints the WAL into the database and syncs it, once per
+    acquire and once per release. ``synchronous=NORMAL``: a lease is only worth
+    something while its holder lives, and a power loss ends every holder too.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.key = f"sqlite:{path}"
-        self._ready = False
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        # A connection inherited through fork() is never closed in the child: closing it
+        # would drop the parent's POSIX locks on the file. Kept here, out of the GC's way.
+        self._inherited: list[sqlite3.Connection] = []
 
     @classmethod
     def in_dir(cls, state_dir: Path) -> SqliteThreadLeases:
         return cls(state_dir / STORE_FILE)
 
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid != os.getpid():
+            self._inherited.append(self._conn)
+            self._conn = None
+        if self._conn is None:
+            self._pid = os.getpid()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # timeout: how long to wait for another process's write lock.
+            conn = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        # timeout: how long to wait for another process's write lock.
-        with closing(sqlite3.connect(self.path, timeout=10.0, isolation_level=None)) as conn:
-            if not self._ready:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(_SCHEMA)
-                self._ready = True
-            yield conn
+        with self._lock:
+            conn = self._open()
+            try:
+                yield conn
+            except sqlite3.Error:
+                # A broken file or connection: the next call opens a fresh one.
+                self._conn = None
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+                raise
+
+    def close(self) -> None:
+        """Close the kept connection (a later call opens another)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
 
     def _write(self, sql: str, *args: object) -> bool:
         with self._connect() as conn:
