@@ -46,6 +46,7 @@ SEQUENTIAL = 30  # conversations one at a time with instant models: CPU cost per
 GOAL = 1.3
 REPEATS = 3
 ANSWER = "The value of k is 42."
+PRIMARY = "openai:primary"
 
 
 class _Endpoint(ScriptedChatModel):
@@ -104,7 +105,7 @@ def _factory(ctx: BuildContext) -> Any:
 def _tiers(latency: float, settings: TierflowSettings) -> tuple[dict[str, Tier], _Endpoint]:
     primary = _Endpoint(latency=latency)
     secondary = _Endpoint(latency=latency)
-    first = ScriptedBackend(primary, id="openai:primary", local=False)
+    first = ScriptedBackend(primary, id=PRIMARY, local=False)
     # The primary's breaker as a configured backend has it: its row in the state dir's
     # breakers.sqlite, shared by every process on that dir.
     first.breaker = breaker_for(settings, first.id)
@@ -163,7 +164,8 @@ async def share(
         latencies.append(time.perf_counter() - started)
         ok = record.status == "completed" and not record.degraded and record.answer == ANSWER
         outcomes["completed" if ok else "degraded"] += 1
-        fell_back += any(s.fallback_from for s in record.steps)
+        # answered past the primary: it refused, or its breaker (open) skipped it
+        fell_back += any(s.tier == "reasoning" and s.backend != PRIMARY for s in record.steps)
 
     async with Runner(settings, tiers=tiers, graphs={"load": _factory}) as runner:
         await runner.ask("warm up", graph="load", thread_id=f"warmup-{threads[0]}")
