@@ -35,6 +35,7 @@ from tierflow import Agent, BuildContext, Route, Runner, load_settings, router_g
 from tierflow.errors import TierflowError
 from tierflow.models.tiers import Tier
 from tierflow.resilience import breaker_for
+from tierflow.runner.lease import ThreadLeases
 from tierflow.settings import TierflowSettings
 from tierflow.testing import ScriptedBackend, ScriptedChatModel, scripted_tier
 
@@ -136,6 +137,7 @@ async def share(
     *,
     latency: float = LATENCY_S,
     ready: Callable[[], None] | None = None,
+    leases: ThreadLeases | None = None,
 ) -> dict[str, Any]:
     """Run ``threads`` at once on one Runner (one process's share of the load); the
     primary fails after half of this share's calls to it. ``ready`` is called after the
@@ -167,7 +169,8 @@ async def share(
         # answered past the primary: it refused, or its breaker (open) skipped it
         fell_back += any(s.tier == "reasoning" and s.backend != PRIMARY for s in record.steps)
 
-    async with Runner(settings, tiers=tiers, graphs={"load": _factory}) as runner:
+    graphs = {"load": _factory}
+    async with Runner(settings, tiers=tiers, graphs=graphs, leases=leases) as runner:
         await runner.ask("warm up", graph="load", thread_id=f"warmup-{threads[0]}")
         primary.fail_after = primary._requests + len(threads)  # half of 2 calls each
         if ready is not None:
