@@ -49,6 +49,12 @@ def _load() -> dict[str, Any]:
     return run()
 
 
+def _leases() -> dict[str, Any]:
+    from tierflow.bench.leases import run
+
+    return run()
+
+
 def _failover() -> dict[str, Any]:
     from tierflow.bench.failover import run
 
@@ -106,6 +112,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "tracing": _tracing,
     "bfcl": _bfcl,
     "load": _load,
+    "leases": _leases,
     "failover": _failover,
     "startup": _startup,
     "batch": _batch,
