@@ -238,7 +238,9 @@ async def _tierflow(url: str, work: Path, stateless: bool = False) -> AsyncItera
     settings = load_settings(_tierflow_config(url, work))
     if stateless:
         try:
-            runner = Runner(settings, checkpointer="none")  # type: ignore[arg-type]
+            # By keyword from a dict: type-checks whether or not this Runner has the mode.
+            stateless_mode: dict[str, Any] = {"checkpointer": "none"}
+            runner = Runner(settings, **stateless_mode)
             async with runner:
                 await runner.ask(question(1, 1, "probe"), agent=agent)
         except Exception as exc:
