@@ -34,6 +34,9 @@ SETUPS: dict[str, str] = {
     "pydantic-ai": "PydanticAI (Agent.run, OpenAI chat model)",
     "tierflow": "tierflow Runner, defaults (SQLite checkpointer, guardrails, tracing)",
     "tierflow-stateless": 'tierflow Runner(checkpointer="none"), guardrails and tracing on',
+    # Not a goal of its own: shows what the input stage's injection classifier (MiniLM,
+    # on by default) costs a run; every other guardrail and tracing stay on.
+    "tierflow-no-classifier": "tierflow defaults but [guardrails] classifier = false",
 }
 
 
@@ -209,19 +212,22 @@ async def _pydantic_ai(url: str) -> AsyncIterator[One]:
     yield one
 
 
-def _tierflow_config(url: str, work: Path) -> Path:
+def _tierflow_config(url: str, work: Path, classifier: bool) -> Path:
     """Settings as shipped, with one tier on the scripted server (native tool calls)."""
     path = work / "tierflow.toml"
     path.write_text(
         f'state_dir = "{work / "state"}"\n'
-        f'[tiers.t]\nbackends = ["vllm:{MODEL}"]\n'
+        + ("" if classifier else "[guardrails]\nclassifier = false\n")
+        + f'[tiers.t]\nbackends = ["vllm:{MODEL}"]\n'
         f'[backends.vllm]\nbase_url = "{url}"\ntool_calling = "native"\n'
     )
     return path
 
 
 @contextlib.asynccontextmanager
-async def _tierflow(url: str, work: Path, stateless: bool = False) -> AsyncIterator[One]:
+async def _tierflow(
+    url: str, work: Path, stateless: bool = False, classifier: bool = True
+) -> AsyncIterator[One]:
     from tierflow import Agent, Runner, load_settings, tool
 
     @tool
@@ -235,7 +241,7 @@ async def _tierflow(url: str, work: Path, stateless: bool = False) -> AsyncItera
         return tool_result(a, b)
 
     agent = Agent(name="adder", tier="t", tools=[add], instructions=SYSTEM)
-    settings = load_settings(_tierflow_config(url, work))
+    settings = load_settings(_tierflow_config(url, work, classifier))
     if stateless:
         try:
             # By keyword from a dict: type-checks whether or not this Runner has the mode.
@@ -274,6 +280,8 @@ async def open_setup(name: str, url: str) -> AsyncIterator[One]:
             opened = _agents_sdk(url)
         elif name == "pydantic-ai":
             opened = _pydantic_ai(url)
+        elif name == "tierflow-no-classifier":
+            opened = _tierflow(url, work, classifier=False)
         elif name in ("tierflow", "tierflow-stateless"):
             opened = _tierflow(url, work, stateless=name == "tierflow-stateless")
         else:
