@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -92,6 +93,20 @@ def child_main(urls: Mapping[str, str]) -> None:
     asyncio.run(_child(urls))
 
 
+START_TIMEOUT_S = 300.0
+BATCH_TIMEOUT_S = 600.0
+
+
+def _readline(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """One line of a child's stdout, waiting at most ``timeout_s`` (each answer is one
+    line, so nothing waits in the file's buffer when select looks at the pipe)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    if not ready:
+        raise RuntimeError(f"a tierflow benchmark process gave no answer in {timeout_s:.0f} s")
+    return proc.stdout.readline()
+
+
 class TwoProcesses:
     """Two tierflow processes, each serving every backend of ``urls`` (latency -> URL)."""
 
@@ -110,8 +125,7 @@ class TwoProcesses:
     def wait_ready(self) -> None:
         """Block until every process has opened its runners and warmed up."""
         for p in self.procs:
-            assert p.stdout is not None
-            line = p.stdout.readline().strip()
+            line = _readline(p, START_TIMEOUT_S).strip()
             if line != "ready":
                 raise RuntimeError(f"a tierflow benchmark process did not start (got {line!r})")
 
@@ -132,8 +146,7 @@ class TwoProcesses:
             p.stdin.flush()
         total = Batch(started=float("inf"))
         for p in self.procs:
-            assert p.stdout is not None
-            line = p.stdout.readline()
+            line = _readline(p, BATCH_TIMEOUT_S)
             if not line:
                 raise RuntimeError(f"a tierflow benchmark process exited ({p.poll()})")
             part = json.loads(line)
