@@ -230,6 +230,28 @@ def goals(raw: dict[str, Any], setups: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PACKAGES = (
+    "openai",
+    "openai-agents",
+    "pydantic-ai-slim",
+    "langgraph",
+    "langgraph-checkpoint-sqlite",
+    "langchain-openai",
+)
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def measure(
     setups: Sequence[str] = tuple(SETUPS),
     sizes: dict[str, Any] | None = None,
@@ -246,6 +268,7 @@ def measure(
         "backend": "ScriptedServer (OpenAI-compatible HTTP on 127.0.0.1, its own process)",
         "checks": "each run: exactly 2 HTTP requests carrying its marker, the right final text",
         "cpu": "process CPU time (time.process_time, all threads) over each batch / runs",
+        "versions": _versions(),
         "sizes": sizes,
         "ideal_runs_s_200ms": round(sizes["concurrency"] / (2 * LATENCIES["200"]), 1),
         "setups": table,
