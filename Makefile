@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 		{ echo "error: tierflow needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 		{ echo "error: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev,server,postgres,ui]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[local,dev,server,postgres,ui,peers]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps bfcl-eval==2026.3.23
 	@touch $(STAMP)
 

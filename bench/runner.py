@@ -97,6 +97,12 @@ def _startup() -> dict[str, Any]:
     return run()
 
 
+def _peers() -> dict[str, Any]:
+    from tierflow.bench.peers import run
+
+    return run()
+
+
 def _ui() -> dict[str, Any]:
     from tierflow.bench.ui import run
 
@@ -117,6 +123,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "startup": _startup,
     "batch": _batch,
     "serve": _serve,
+    "peers": _peers,
     "ui": _ui,
     "answers": _answers,
 }
