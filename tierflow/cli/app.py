@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tierflow.cli import console
+from tierflow.cli.state import state_app
 from tierflow.errors import RunError, TierflowError, UserError
 
 app = typer.Typer(
@@ -583,7 +584,9 @@ def worker(
         from tierflow.runner import Runner
         from tierflow.settings import load_settings
 
-        return Runner(load_settings(config), graphs=_graphs(graph))
+        runner = Runner(load_settings(config), graphs=_graphs(graph))
+        runner.require_checkpoints("tierflow worker (its runs)")
+        return runner
 
     runner = _guard(build)
     from tierflow.server.executor import run_worker
@@ -659,6 +662,7 @@ def bench(
 
 
 app.command("ui")(console.ui)
+app.add_typer(state_app(_guard, out.print), name="state")
 
 
 def main() -> None:
