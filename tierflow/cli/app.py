@@ -649,7 +649,8 @@ def bench(
         str | None, typer.Option(help="answers: only this route (data, docs, code, web).")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="answers: at most this many questions per route.")
+        int | None,
+        typer.Option(min=1, help="answers: questions per route; overhead: runs per setup (300)."),
     ] = None,
     tag: Annotated[
         str | None, typer.Option(help="answers: record as answers-TAG.json (e.g. before).")
