@@ -19,9 +19,12 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from tierflow.runner import Runner
 from tierflow.settings import load_settings
@@ -34,9 +37,11 @@ BATCH = 10  # runs of one setup in a row, before the next setup's turn
 #: name -> [state] settings of the setup.
 SETUPS: dict[str, dict[str, Any]] = {
     "sqlite-sync (default)": {},
+    # Before: LangGraph's AsyncSqliteSaver (aiosqlite), what the Runner used until now.
+    "sqlite-sync AsyncSqliteSaver": {"aiosqlite": True},
     "sqlite-async": {"durability": "async"},
     "sqlite-exit": {"durability": "exit"},
-    "sqlite-sync keep_threads=100": {"keep_threads": 100, "prune_every_s": 1.0},
+    "sqlite-sync keep_threads=20": {"keep_threads": 20, "prune_every_s": 1.0},
     "memory-sync": {"checkpointer": "memory"},
     "none (stateless)": {"checkpointer": "none"},
 }
@@ -103,9 +108,18 @@ def _summary(setup: _Setup, state_dir: Path) -> dict[str, Any]:
 
 async def _measure(root: Path, runs: int) -> dict[str, Any]:
     setups: list[_Setup] = []
-    for i, (name, state) in enumerate(SETUPS.items()):
+    savers = AsyncExitStack()
+    for i, (name, options) in enumerate(SETUPS.items()):
+        state = {k: v for k, v in options.items() if k != "aiosqlite"}
         settings = load_settings(False, state_dir=root / str(i), state=state)
-        runner = Runner(settings, tiers=_tiers())
+        saver = None
+        if options.get("aiosqlite"):
+            (root / str(i)).mkdir(parents=True)
+            db = str(root / str(i) / "checkpoints.sqlite")
+            saver = await savers.enter_async_context(AsyncSqliteSaver.from_conn_string(db))
+            await saver.setup()
+            await saver.conn.execute("PRAGMA synchronous=NORMAL")  # as the Runner had it
+        runner = Runner(settings, tiers=_tiers(), checkpointer=saver)
         await runner.__aenter__()
         setups.append(_Setup(name, runner))
     try:
@@ -119,6 +133,7 @@ async def _measure(root: Path, runs: int) -> dict[str, Any]:
     finally:
         for setup in setups:
             await setup.runner.aclose()
+        await savers.aclose()
     return {s.name: _summary(s, root / str(i)) for i, s in enumerate(setups)}
 
 

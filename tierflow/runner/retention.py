@@ -16,10 +16,10 @@ import time
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from tierflow.errors import UserError
 from tierflow.runner.saver import open_saver
+from tierflow.runner.sqlite_saver import OneHopSqliteSaver
 from tierflow.settings import StateSettings, TierflowSettings
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,20 @@ def _queries(postgres: bool) -> tuple[str, str]:
     return old, extra
 
 
-async def _expired_sqlite(saver: AsyncSqliteSaver, state: StateSettings) -> set[str]:
+async def _expired_sqlite(saver: OneHopSqliteSaver, state: StateSettings) -> set[str]:
     old, extra = _queries(postgres=False)
-    found: set[str] = set()
-    async with saver.lock:
-        if state.keep_days > 0:
-            async with saver.conn.execute(old, (cutoff_id(_cutoff(state)),)) as cur:
-                found.update(str(row[0]) for row in await cur.fetchall())
-        if state.keep_threads > 0:
-            async with saver.conn.execute(extra, (state.keep_threads,)) as cur:
-                found.update(str(row[0]) for row in await cur.fetchall())
-    return found
+    cutoff = cutoff_id(_cutoff(state))
+
+    def read() -> set[str]:
+        found: set[str] = set()
+        with saver.cursor(transaction=False) as cur:
+            if state.keep_days > 0:
+                found.update(str(row[0]) for row in cur.execute(old, (cutoff,)))
+            if state.keep_threads > 0:
+                found.update(str(row[0]) for row in cur.execute(extra, (state.keep_threads,)))
+        return found
+
+    return await saver.call(read)
 
 
 async def _expired_postgres(saver: Any, state: StateSettings) -> set[str]:
@@ -85,7 +88,7 @@ def _cutoff(state: StateSettings) -> float:
 
 def prunable(saver: BaseCheckpointSaver[Any] | None) -> bool:
     """Whether retention applies to ``saver`` (tierflow's SQLite and PostgreSQL savers)."""
-    if isinstance(saver, AsyncSqliteSaver):
+    if isinstance(saver, OneHopSqliteSaver):
         return True
     try:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -98,7 +101,7 @@ async def prune(saver: BaseCheckpointSaver[Any], state: StateSettings) -> int:
     """Delete the threads ``state``'s retention no longer keeps; how many were deleted."""
     if not retains(state) or not prunable(saver):
         return 0
-    if isinstance(saver, AsyncSqliteSaver):
+    if isinstance(saver, OneHopSqliteSaver):
         expired = await _expired_sqlite(saver, state)
     else:
         expired = await _expired_postgres(saver, state)

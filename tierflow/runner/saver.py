@@ -6,18 +6,19 @@ is compiled without one). ``auto`` is postgres with a ``database_url``, else sql
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from tierflow import database
 from tierflow.errors import UserError
+from tierflow.runner.sqlite_saver import OneHopSqliteSaver
 from tierflow.settings import Checkpointer, Durability, TierflowSettings
 
 SaverKind = Literal["sqlite", "postgres", "memory", "none"]
@@ -79,26 +80,22 @@ def open_saver(
 
 
 @asynccontextmanager
-async def sqlite_saver(path: Path) -> AsyncIterator[AsyncSqliteSaver]:
-    """``AsyncSqliteSaver`` on ``path`` (created), WAL journal, ``synchronous=NORMAL``."""
+async def sqlite_saver(path: Path) -> AsyncIterator[OneHopSqliteSaver]:
+    """LangGraph's ``SqliteSaver`` on ``path`` (created), WAL journal,
+    ``synchronous=NORMAL``, each async call one hop to its own thread
+    (:mod:`tierflow.runner.sqlite_saver` says why not ``AsyncSqliteSaver``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Opened by hand rather than with AsyncSqliteSaver.from_conn_string: a runner left
-    # open when its event loop ends must not hold the interpreter at exit (aiosqlite's
-    # worker thread is not a daemon) nor leave two nested async generators for the loop
-    # to finalise (which printed "aclose(): asynchronous generator is already running").
-    # Several processes (a server's workers) may write the file: wait for their locks.
-    conn = aiosqlite.connect(str(path), timeout=30)
-    conn._thread.daemon = True  # aiosqlite has no option for it
-    await conn
+    # A daemon-like executor: its thread is idle between calls, and a runner left open
+    # when its event loop ends must not hold the interpreter at exit (nothing is pending
+    # then: every write was awaited).
+    executor = ThreadPoolExecutor(1, thread_name_prefix="tierflow-checkpoints")
+    loop = asyncio.get_running_loop()
+    saver = await loop.run_in_executor(executor, OneHopSqliteSaver.connect, path, executor)
     try:
-        saver = AsyncSqliteSaver(conn)
-        await saver.setup()  # WAL journal
-        # In WAL mode NORMAL keeps every committed checkpoint through a process crash
-        # (SIGKILL); only an OS crash can lose the last ones. FULL cost ~10 ms a run.
-        await conn.execute("PRAGMA synchronous=NORMAL")
         yield saver
     finally:
-        await conn.close()
+        await saver.call(saver.conn.close)
+        executor.shutdown(wait=False)
 
 
 @asynccontextmanager
