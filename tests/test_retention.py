@@ -96,7 +96,7 @@ def test_state_prune_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.chdir(tmp_path)
     cli = CliRunner()
     nothing = cli.invoke(app, ["state", "prune"])
-    assert nothing.exit_code == 2 and "no retention to apply" in nothing.output
+    assert nothing.exit_code == 2 and "set [state] keep_days or keep_threads" in nothing.output
     done = cli.invoke(app, ["state", "prune", "--keep-threads", "1"])
     assert (done.exit_code, done.output.strip()) == (0, "deleted 2 thread(s)")
     again = cli.invoke(app, ["state", "prune", "--keep-threads", "1"])
