@@ -148,7 +148,7 @@ class Runner:
     @property
     def checkpointer(self) -> BaseCheckpointSaver[Any]:
         """The open checkpointer (inside ``async with``): a server shares it across runs."""
-        self.require_checkpoints("this")
+        self.require_checkpoints("Runner.checkpointer")
         if self._saver is None:
             raise RuntimeError("the runner is not open: use `async with Runner() as runner`")
         return self._saver
