@@ -142,8 +142,17 @@ def run_benchmarks(
     for n in names:
         if n not in BENCHMARKS:
             raise UserError(f"unknown benchmark '{n}' (available: {', '.join(BENCHMARKS)})")
+    if names == ["overhead"] and route is None and tag is None:
+        from tierflow.bench.overhead import run as overhead
+
+        command = "tierflow bench overhead" + (f" --limit {limit}" if limit else "")
+        record_results("overhead", overhead(limit), results_dir, command=command)
+        return
     if (route is not None or limit is not None or tag is not None) and names != ["answers"]:
-        raise UserError("--route, --limit and --tag are options of `tierflow bench answers`")
+        raise UserError(
+            "--route, --limit and --tag are options of `tierflow bench answers` "
+            "(--limit also of `tierflow bench overhead`: runs per setup)"
+        )
     if processes is not None and names != ["load"]:
         raise UserError("--processes is an option of `tierflow bench load`")
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -318,6 +326,11 @@ class ServerSettings(_Section):
     drain_s: float = Field(default=30.0, ge=0)
 
 
+#: ``[state] checkpointer`` and ``durability`` (see :class:`StateSettings`).
+Checkpointer = Literal["auto", "sqlite", "postgres", "memory", "none"]
+Durability = Literal["sync", "async", "exit"]
+
+
 class StateSettings(_Section):
     """``[state]``: where checkpoints, threads, runs, leases and breaker states live.
 
@@ -335,6 +348,22 @@ class StateSettings(_Section):
     lease_ttl_s: float = Field(default=30.0, gt=0)
     #: How long a run that waits for a busy thread (``ask --wait``) waits at most.
     lease_wait_s: float = Field(default=300.0, ge=0)
+    #: Where checkpoints go (env ``TIERFLOW_STATE__CHECKPOINTER``): ``auto`` is PostgreSQL
+    #: with ``database_url``, else SQLite at ``<state_dir>/checkpoints.sqlite``; ``memory``
+    #: lives as long as the process; ``none`` is stateless: one-shot questions only (no
+    #: resume, approvals or thread continuation).
+    checkpointer: Checkpointer = "auto"
+    #: When a step's checkpoint is written (``TIERFLOW_STATE__DURABILITY``): ``sync``
+    #: before the next step starts (crash-safe: a killed process never repeats a completed
+    #: tool call); ``async`` while the next step runs (a crash may lose the last step);
+    #: ``exit`` once, when the run ends (a crash loses the run's progress).
+    durability: Durability = "sync"
+    #: Checkpoint retention (0: keep everything): threads idle for more than
+    #: ``keep_days`` days, and all but the ``keep_threads`` most recent threads, are
+    #: deleted in the background (every ``prune_every_s``) and by ``tierflow state prune``.
+    keep_days: float = Field(default=0, ge=0)
+    keep_threads: int = Field(default=0, ge=0)
+    prune_every_s: float = Field(default=600.0, gt=0)
 
     @field_validator("database_url", mode="after")
     @classmethod
@@ -350,6 +379,19 @@ class StateSettings(_Section):
                 f"'{scheme or 'none'}')"
             )
         return SecretStr(value)
+
+    @model_validator(mode="after")
+    def _postgres_needs_url(self) -> StateSettings:
+        if self.checkpointer == "postgres" and self.database_url is None:
+            raise ValueError('checkpointer = "postgres" needs database_url (a postgresql:// URL)')
+        return self
+
+    @property
+    def saver_kind(self) -> Literal["sqlite", "postgres", "memory", "none"]:
+        """The checkpointer ``checkpointer`` names (``auto`` resolved)."""
+        if self.checkpointer == "auto":
+            return "postgres" if self.database_url is not None else "sqlite"
+        return self.checkpointer
 
     @property
     def url(self) -> str | None:

@@ -18,9 +18,11 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tierflow.cli import console
+from tierflow.cli.state import state_app
 from tierflow.errors import RunError, TierflowError, UserError
 
 app = typer.Typer(
@@ -55,7 +57,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: messages name settings sections ("[state] ..."), which rich reads as markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -583,7 +586,9 @@ def worker(
         from tierflow.runner import Runner
         from tierflow.settings import load_settings
 
-        return Runner(load_settings(config), graphs=_graphs(graph))
+        runner = Runner(load_settings(config), graphs=_graphs(graph))
+        runner.require_checkpoints("tierflow worker (its runs)")
+        return runner
 
     runner = _guard(build)
     from tierflow.server.executor import run_worker
@@ -646,7 +651,8 @@ def bench(
         str | None, typer.Option(help="answers: only this route (data, docs, code, web).")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="answers: at most this many questions per route.")
+        int | None,
+        typer.Option(min=1, help="answers: questions per route; overhead: runs per setup (300)."),
     ] = None,
     tag: Annotated[
         str | None, typer.Option(help="answers: record as answers-TAG.json (e.g. before).")
@@ -671,6 +677,7 @@ def bench(
 
 
 app.command("ui")(console.ui)
+app.add_typer(state_app(_guard, out.print), name="state")
 
 
 def main() -> None:

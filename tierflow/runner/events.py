@@ -15,12 +15,15 @@ or serialise it as JSON (the server streams the same shapes)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from tierflow.budget import BudgetExceeded
 from tierflow.record import RunRecord
 
 
@@ -97,22 +100,54 @@ def parse_event(raw: dict[str, Any]) -> RunEvent | None:
 EventHandler = Callable[[dict[str, Any]], None]
 
 
-async def consume(stream: Any, on_event: EventHandler | None) -> dict[str, Any]:
-    """Drain a graph stream: forward events, return the last full state."""
+async def consume(stream: Any, on_event: EventHandler | None) -> tuple[dict[str, Any], str | None]:
+    """Drain a graph stream: forward events; the last full state, and why a budget
+    stopped the run (None if none did: the state is then the final one)."""
     state: dict[str, Any] = {}
-    async for mode, chunk in stream:
-        if mode == "values":
-            state = chunk
-        elif on_event is None:
-            continue
-        elif mode == "custom":
-            on_event(chunk)
-        else:
-            message, meta = chunk
-            # Only what a model produced (it carries ls_model_type), not the copies nodes
-            # write to the state.
-            from_model = "ls_model_type" in meta
-            if from_model and isinstance(message, AIMessage) and message.content:
-                node = meta.get("langgraph_node")
-                on_event({"event": "token", "node": node, "text": message.content})
-    return state
+    try:
+        async for mode, chunk in stream:
+            if mode == "values":
+                state = chunk
+            elif on_event is None:
+                continue
+            elif mode == "custom":
+                on_event(chunk)
+            else:
+                message, meta = chunk
+                # Only what a model produced (it carries ls_model_type), not the copies
+                # nodes write to the state.
+                from_model = "ls_model_type" in meta
+                if from_model and isinstance(message, AIMessage) and message.content:
+                    node = meta.get("langgraph_node")
+                    on_event({"event": "token", "node": node, "text": message.content})
+    except BudgetExceeded as exc:
+        return state, str(exc)
+    return state, None
+
+
+async def events_of(run: Callable[[EventHandler], Awaitable[RunRecord]]) -> AsyncIterator[RunEvent]:
+    """The typed events of ``run(on_event)`` as they happen, then :class:`RunFinished`
+    with its record (``Runner.stream``). Leaving the loop early cancels the run."""
+    queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
+
+    def forward(raw: dict[str, Any]) -> None:
+        event = parse_event(raw)
+        if event is not None:
+            queue.put_nowait(event)
+
+    async def drive() -> RunRecord:
+        try:
+            return await run(forward)
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.create_task(drive())
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+        yield RunFinished(record=await task)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

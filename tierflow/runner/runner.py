@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +26,6 @@ from opentelemetry.trace import Status, StatusCode
 
 from tierflow.agents.agent import Agent
 from tierflow.agents.policy import TICKET_KEY, RunPolicy, RunTicket, run_guards
-from tierflow.budget import BudgetExceeded
 from tierflow.errors import UserError
 from tierflow.graphs.context import BuildContext, GraphFactory
 from tierflow.graphs.registry import GraphEntry
@@ -36,11 +35,12 @@ from tierflow.record import RunRecord
 from tierflow.runner.catalog import GraphCatalog
 from tierflow.runner.control import INTERRUPT, check_thread, read_thread
 from tierflow.runner.decisions import Decision, resume_command
-from tierflow.runner.events import EventHandler, RunEvent, RunFinished, consume, parse_event
+from tierflow.runner.events import EventHandler, RunEvent, consume, events_of
 from tierflow.runner.guards import guard_partial
 from tierflow.runner.lease import BusyStrategy, ThreadLeases, leases_for
 from tierflow.runner.record import run_record
-from tierflow.runner.saver import open_saver
+from tierflow.runner.retention import start_pruning, stop_pruning
+from tierflow.runner.saver import check_durability, open_saver, saver_kind, stateless_error
 from tierflow.settings import BudgetSettings, TierflowSettings, load_settings
 from tierflow.telemetry import finish_workflow, format_trace_id, workflow_span
 
@@ -64,11 +64,15 @@ class Runner:
     ``ask`` opens and closes them, so nothing is left open at exit. Model clients are
     built once, when the runner opens (or on its first run), not per call.
 
-    ``checkpointer`` takes any LangGraph checkpointer (memory, SQLite, Postgres); the
-    default is PostgreSQL when ``[state] database_url`` is set (``TIERFLOW_DATABASE_URL``),
-    else SQLite at ``<state_dir>/checkpoints.sqlite``. ``leases`` keeps one run at a time
-    on a thread, across processes (:mod:`tierflow.runner.lease`); the default is SQLite at
-    ``<state_dir>/leases.sqlite``.
+    ``checkpointer`` takes any LangGraph checkpointer, or one of ``"sqlite"``,
+    ``"postgres"``, ``"memory"``, ``"none"`` (default ``[state] checkpointer``: PostgreSQL
+    when ``[state] database_url`` is set, else SQLite at ``<state_dir>/checkpoints.sqlite``).
+    ``"none"`` is stateless: one-shot questions only; resume, approvals and continuing a
+    thread raise :class:`~tierflow.errors.UserError`. ``durability`` (default
+    ``[state] durability``, ``"sync"``) says when checkpoints are written: ``"sync"``
+    before each next step (crash-safe), ``"async"`` alongside it, ``"exit"`` at the end.
+    ``leases`` keeps one run at a time on a thread, across processes
+    (:mod:`tierflow.runner.lease`); the default is SQLite at ``<state_dir>/leases.sqlite``.
     """
 
     def __init__(
@@ -78,7 +82,8 @@ class Runner:
         tiers: Mapping[str, Tier] | None = None,
         graphs: Mapping[str, GraphFactory | GraphEntry] | None = None,
         checkpoint_path: Path | None = None,
-        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        checkpointer: BaseCheckpointSaver[Any] | str | None = None,
+        durability: str | None = None,
         guardrails: Sequence[Guardrail] = (),
         budget: BudgetSettings | None = None,
         deps: Any = None,
@@ -94,8 +99,11 @@ class Runner:
         self.context = BuildContext(self.tiers, self.settings)
         self.graphs = GraphCatalog(graphs or {}, self.context, guardrails)
         self.checkpoint_path = checkpoint_path or self.settings.state_dir / "checkpoints.sqlite"
-        self._checkpointer = checkpointer
+        self._kind = saver_kind(self.settings, checkpointer)
+        self._checkpointer = checkpointer if isinstance(checkpointer, BaseCheckpointSaver) else None
         state = self.settings.state
+        #: When checkpoints are written (``sync``, ``async``, ``exit``).
+        self.durability = check_durability(durability or state.durability)
         self.leases = leases or leases_for(
             self.settings.state_dir, state.url, state.connect_timeout_s
         )
@@ -113,6 +121,9 @@ class Runner:
         await self._build_clients()
         stack = AsyncExitStack()
         self._saver = await stack.enter_async_context(self._open_saver())
+        pruner = start_pruning(self._saver, self.settings.state)  # [state] keep_*
+        if pruner is not None:
+            stack.push_async_callback(stop_pruning, pruner)
         self._stack = stack
         return self
 
@@ -125,8 +136,19 @@ class Runner:
         await self.aclose()
 
     @property
+    def stateless(self) -> bool:
+        """No checkpointer (``[state] checkpointer = "none"``): one-shot questions only."""
+        return self._kind == "none"
+
+    def require_checkpoints(self, what: str) -> None:
+        """Refuse ``what`` (a server, a feature) in stateless mode, with a one-line error."""
+        if self.stateless:
+            raise stateless_error(what)
+
+    @property
     def checkpointer(self) -> BaseCheckpointSaver[Any]:
         """The open checkpointer (inside ``async with``): a server shares it across runs."""
+        self.require_checkpoints("Runner.checkpointer")
         if self._saver is None:
             raise RuntimeError("the runner is not open: use `async with Runner() as runner`")
         return self._saver
@@ -160,7 +182,11 @@ class Runner:
     ) -> RunRecord:
         """The record of a run that ended with ``state`` (None: read the checkpoint)."""
         thread_id = str(config["configurable"]["thread_id"])
-        if state is None or stopped is not None:
+        if app.checkpointer is None:
+            state = dict(state or {})  # stateless: the stream's last state is all there is
+            if state.get(INTERRUPT):
+                raise stateless_error("approving a tool call")
+        elif state is None or stopped is not None:
             # A stopped run's partial result is what its checkpoint holds.
             state = dict((await app.aget_state(config)).values)
         pending: list[Any] = []
@@ -189,11 +215,14 @@ class Runner:
         if stack is not None:
             await stack.aclose()
 
-    def _open_saver(self) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
-        return open_saver(self.settings, self.checkpoint_path, self._checkpointer)
+    def _open_saver(self) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any] | None]:
+        return open_saver(self.settings, self.checkpoint_path, self._checkpointer, self._kind)
 
     def hold(self, thread_id: str, on_busy: BusyStrategy = "reject") -> Any:
-        """The thread's lease for one run, per ``[state]``."""
+        """The thread's lease for one run, per ``[state]``; none in stateless mode, where
+        every run has a thread of its own that nothing else can name."""
+        if self.stateless:
+            return contextlib.nullcontext()
         state = self.settings.state
         return self.leases.hold(
             thread_id, strategy=on_busy, ttl_s=state.lease_ttl_s, wait_s=state.lease_wait_s
@@ -213,8 +242,11 @@ class Runner:
 
     def compile(self, graph: str = "default", saver: BaseCheckpointSaver[Any] | None = None) -> Any:
         """``graph`` compiled with its run stages and policy. Cached while the runner is
-        open (a server does this), or for a checkpointer given to the runner."""
-        keep = saver is not None and saver in (self._saver, self._checkpointer)
+        open (a server does this), for a checkpointer given to the runner, or stateless."""
+        if saver is None:
+            keep = self.stateless
+        else:
+            keep = saver is self._saver or saver is self._checkpointer
         return self.graphs.compile(graph, self.policy(graph), saver, keep=keep)
 
     async def ask(
@@ -256,6 +288,8 @@ class Runner:
         if agent is not None:
             graph = self.graphs.add_agent(agent)
         self.entry(graph)  # UnknownGraph before any work
+        if thread_id is not None and self.stateless:
+            raise stateless_error(f"continuing thread '{thread_id}'")
         thread_id = thread_id or uuid.uuid4().hex[:16]
         inputs = {"messages": [HumanMessage(question)]}
         async with self.hold(thread_id, on_busy):
@@ -275,38 +309,21 @@ class Runner:
         """Run like :meth:`ask`, yielding typed events as they happen (with ``tokens``,
         the answer's tokens), then :class:`~tierflow.runner.events.RunFinished` with the
         record. Leaving the loop early cancels the run (it can be continued later)."""
-        queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
 
-        def forward(raw: dict[str, Any]) -> None:
-            event = parse_event(raw)
-            if event is not None:
-                queue.put_nowait(event)
+        def run(forward: EventHandler) -> Awaitable[RunRecord]:
+            return self.ask(
+                question,
+                graph=graph,
+                agent=agent,
+                thread_id=thread_id,
+                on_event=forward,
+                stream_tokens=tokens,
+                budget=budget,
+                on_busy=on_busy,
+            )
 
-        async def run() -> RunRecord:
-            try:
-                return await self.ask(
-                    question,
-                    graph=graph,
-                    agent=agent,
-                    thread_id=thread_id,
-                    on_event=forward,
-                    stream_tokens=tokens,
-                    budget=budget,
-                    on_busy=on_busy,
-                )
-            finally:
-                queue.put_nowait(None)
-
-        task = asyncio.create_task(run())
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-            yield RunFinished(record=await task)
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        async for event in events_of(run):
+            yield event
 
     async def resume(
         self,
@@ -328,6 +345,8 @@ class Runner:
         the steps that had not completed: a tool call that completed is not repeated. A
         continued run gets a fresh ``budget``. The thread's lease is held as in :meth:`ask`.
         """
+        if self.stateless:
+            raise stateless_error("resuming a run")
         async with self.hold(thread_id, on_busy):
             return await self._resume(
                 thread_id, decision, decisions, on_event, stream_tokens, budget
@@ -346,6 +365,7 @@ class Runner:
             saver = self._saver
             if saver is None:
                 saver = await stack.enter_async_context(self._open_saver())
+            assert saver is not None  # not stateless (checked by resume)
             saved = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
             if saved is None:
                 raise UserError(f"no conversation with thread id '{thread_id}'")
@@ -375,23 +395,20 @@ class Runner:
                     saver = await stack.enter_async_context(self._open_saver())
                 app = self.compile(graph, saver)
                 config = self.run_config(thread_id, budget)
-                saved = await saver.aget_tuple(config)
-                check_thread(thread_id, await read_thread(app, config, saved), inputs)
+                if saver is not None:  # stateless: every run is a new thread
+                    saved = await saver.aget_tuple(config)
+                    check_thread(thread_id, await read_thread(app, config, saved), inputs)
                 # Stream only what someone listens to: unused modes still cost per event.
                 modes = ["values"]
                 if on_event is not None:
                     modes += ["custom", *(["messages"] if stream_tokens else [])]
-                # durability="sync": a step's checkpoint is committed before the next step
-                # starts, so a process killed at any point never re-runs a completed step
-                # (a tool's side effects) on resume.
-                stopped: str | None = None
-                state: dict[str, Any] | None = None
-                try:
-                    stream = app.astream(inputs, config, stream_mode=modes, durability="sync")
-                    async with aclosing(stream):
-                        state = await consume(stream, on_event)
-                except BudgetExceeded as exc:
-                    stopped = str(exc)
+                # durability="sync" (the default): a step's checkpoint is committed before
+                # the next step starts, so a process killed at any point never re-runs a
+                # completed step (a tool's side effects) on resume.
+                durability = self.durability if saver is not None else None
+                stream = app.astream(inputs, config, stream_mode=modes, durability=durability)
+                async with aclosing(stream):
+                    state, stopped = await consume(stream, on_event)
                 record = await self.finish(
                     graph, app, config, state, trace_id=trace_id, stopped=stopped
                 )

@@ -42,6 +42,7 @@ def create_app(
     authentication) are the keys a request must send as ``x-api-key``; each thread then
     belongs to the key that created it.
     """
+    runner.require_checkpoints("the server (its threads and runs)")
     keys: frozenset[str] | None = load_api_keys() if api_keys is _FROM_ENV else api_keys
     settings = runner.settings
 

@@ -1,9 +1,9 @@
 """One run, executed: the compiled graph (``Runner.compile``) streamed with the modes the
 client asked for, its events published as SSE events, its status and run record stored.
 
-The same steps as ``Runner.ask`` (a run ticket in the config, the thread check,
-``durability="sync"``, the record from the final state), with LangGraph's stream modes
-passed through instead of tierflow's progress events.
+The same steps as ``Runner.ask`` (a run ticket in the config, the thread check, the
+runner's durability, ``sync`` by default, the record from the final state), with
+LangGraph's stream modes passed through instead of tierflow's progress events.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ async def execute(
                 if done:
                     state: dict[str, Any] | None = (await app.aget_state(config)).values
                 else:
-                    state, stopped = await _drive(app, inputs, config, body, stream)
+                    state, stopped = await _drive(app, inputs, config, body, stream, runner)
                 result = await runner.finish(
                     graph, app, config, state, trace_id=format_trace_id(span), stopped=stopped
                 )
@@ -206,14 +206,15 @@ async def execute(
 
 
 async def _drive(
-    app: Any, inputs: Any, config: Any, body: RunCreate, stream: Sink
+    app: Any, inputs: Any, config: Any, body: RunCreate, stream: Sink, runner: Runner
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Stream the graph, publishing the modes asked; the final state, and why a budget
-    stopped it (None if none did)."""
+    """Stream the graph (at the runner's durability), publishing the modes asked; the
+    final state, and why a budget stopped it (None if none did)."""
     messages = _Messages(body.modes)
     state: dict[str, Any] | None = None
+    modes = graph_modes(body.modes)
     try:
-        chunks = app.astream(inputs, config, stream_mode=graph_modes(body.modes), durability="sync")
+        chunks = app.astream(inputs, config, stream_mode=modes, durability=runner.durability)
         async with aclosing(chunks):
             async for mode, chunk in chunks:
                 if mode == "values":
