@@ -649,7 +649,8 @@ def bench(
         int | None, typer.Option(min=1, help="answers: at most this many questions per route.")
     ] = None,
     tag: Annotated[
-        str | None, typer.Option(help="answers: record as answers-TAG.json (e.g. before).")
+        str | None,
+        typer.Option(help="answers, profile: record as NAME-TAG.json (e.g. before)."),
     ] = None,
 ) -> None:
     """Run the benchmarks and record their results."""
