@@ -37,7 +37,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -197,14 +199,20 @@ _RELEASE = "DELETE FROM leases WHERE thread_id = ?1 AND holder = ?2"
 class SqliteThreadLeases(ThreadLeases):
     """Leases in a SQLite file, safe for concurrent processes on one machine.
 
-    Each call opens a short connection in a worker thread (a statement takes ~1 ms), so
-    nothing stays open between runs.
+    Each process keeps one connection (opened on first use, reopened after a fork) and
+    runs each statement on it in a worker thread. It used to open a connection per call
+    and commit with a sync to disk: ~4 ms of CPU and ~40 ms of waiting per run on a
+    loaded 2-core machine, for two statements. ``synchronous=NORMAL`` in WAL mode still
+    survives a killed process (what leases are for); after a power loss every lease is
+    stale anyway and expires with its TTL.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.key = f"sqlite:{path}"
-        self._ready = False
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._lock = threading.Lock()  # one statement at a time on the shared connection
 
     @classmethod
     def in_dir(cls, state_dir: Path) -> SqliteThreadLeases:
@@ -212,15 +220,25 @@ class SqliteThreadLeases(ThreadLeases):
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        # timeout: how long to wait for another process's write lock.
-        with closing(sqlite3.connect(self.path, timeout=10.0, isolation_level=None)) as conn:
-            if not self._ready:
+        with self._lock:
+            if self._conn is None or self._pid != os.getpid():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # timeout: how long to wait for another process's write lock.
+                conn = sqlite3.connect(
+                    self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(_SCHEMA)
-                self._ready = True
-            yield conn
+                self._conn, self._pid = conn, os.getpid()
+            yield self._conn
+
+    def close(self) -> None:
+        """Close this process's connection (the next call opens another)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
 
     def _write(self, sql: str, *args: object) -> bool:
         with self._connect() as conn:
