@@ -103,6 +103,12 @@ def _peers() -> dict[str, Any]:
     return run()
 
 
+def _profile(results_dir: Path, tag: str | None) -> dict[str, Any]:
+    from tierflow.bench.profile import run
+
+    return run(results_dir, tag or "now")
+
+
 def _ui() -> dict[str, Any]:
     from tierflow.bench.ui import run
 
@@ -128,6 +134,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "answers": _answers,
 }
 
+#: Benchmarks that write files of their own next to their JSON (flame graphs), and so
+#: take the results folder and a tag: ``NAME-TAG.json``.
+TAGGED: dict[str, Callable[[Path, str | None], dict[str, Any]]] = {"profile": _profile}
+
 
 def run_benchmarks(
     name: str | None,
@@ -138,21 +148,24 @@ def run_benchmarks(
     tag: str | None = None,
     processes: int | None = None,
 ) -> None:
-    names = [name] if name else list(BENCHMARKS)
+    names = [name] if name else [*BENCHMARKS, *TAGGED]
     for n in names:
-        if n not in BENCHMARKS:
-            raise UserError(f"unknown benchmark '{n}' (available: {', '.join(BENCHMARKS)})")
+        if n not in BENCHMARKS and n not in TAGGED:
+            known = ", ".join([*BENCHMARKS, *TAGGED])
+            raise UserError(f"unknown benchmark '{n}' (available: {known})")
     if names == ["overhead"] and route is None and tag is None:
         from tierflow.bench.overhead import run as overhead
 
         command = "tierflow bench overhead" + (f" --limit {limit}" if limit else "")
         record_results("overhead", overhead(limit), results_dir, command=command)
         return
-    if (route is not None or limit is not None or tag is not None) and names != ["answers"]:
+    if (route is not None or limit is not None) and names != ["answers"]:
         raise UserError(
-            "--route, --limit and --tag are options of `tierflow bench answers` "
+            "--route and --limit are options of `tierflow bench answers` "
             "(--limit also of `tierflow bench overhead`: runs per setup)"
         )
+    if tag is not None and names not in (["answers"], *([t] for t in TAGGED)):
+        raise UserError(f"--tag is an option of `tierflow bench answers|{'|'.join(TAGGED)}`")
     if processes is not None and names != ["load"]:
         raise UserError("--processes is an option of `tierflow bench load`")
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -177,4 +190,9 @@ def run_benchmarks(
         return
     for n in names:
         print(f"running {n}…", file=sys.stderr, flush=True)
-        record_results(n, BENCHMARKS[n](), results_dir, command=f"tierflow bench {n}")
+        if n in TAGGED:
+            command = f"tierflow bench {n}" + (f" --tag {tag}" if tag else "")
+            figures = TAGGED[n](results_dir, tag)
+            record_results(f"{n}-{tag or 'now'}", figures, results_dir, command=command)
+        else:
+            record_results(n, BENCHMARKS[n](), results_dir, command=f"tierflow bench {n}")

@@ -148,6 +148,10 @@ class PlaceholderVault:
     def as_dict(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self._by_kind.items()}
 
+    def __len__(self) -> int:
+        """How many placeholders it holds (it only ever grows)."""
+        return sum(len(v) for v in self._by_kind.values())
+
     @classmethod
     def from_dict(cls, data: dict[str, dict[str, str]] | None) -> PlaceholderVault:
         return cls(data)

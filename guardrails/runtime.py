@@ -93,6 +93,11 @@ class RunGuards:
     sensitive: bool = False
     _agent_cache: dict[str, StageMap] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # What the thread held when the node started: only a change is written back.
+        self._placeholders_at_start = len(self.vault)
+        self._sensitive_at_start = self.sensitive
+
     def _for_agent(
         self, agent: str | None, own: Sequence[Guardrail], include_graph: bool
     ) -> StageMap:
@@ -158,8 +163,15 @@ class RunGuards:
         return result
 
     def state_update(self) -> dict[str, Any]:
-        """What a node writes back so a resumed run keeps numbering and residency."""
-        return {"guard_vault": self.vault.as_dict(), "sensitive": self.sensitive}
+        """What a node writes back so a resumed run keeps numbering and residency: only
+        what changed (the reducers merge placeholders and OR the flag, so an unchanged
+        value written again changes nothing but costs a checkpoint write per key)."""
+        update: dict[str, Any] = {}
+        if len(self.vault) != self._placeholders_at_start:
+            update["guard_vault"] = self.vault.as_dict()
+        if self.sensitive and not self._sensitive_at_start:
+            update["sensitive"] = True
+        return update
 
 
 def retrieved_passages(messages: Sequence[Any]) -> list[str]:

@@ -655,7 +655,8 @@ def bench(
         typer.Option(min=1, help="answers: questions per route; overhead: runs per setup (300)."),
     ] = None,
     tag: Annotated[
-        str | None, typer.Option(help="answers: record as answers-TAG.json (e.g. before).")
+        str | None,
+        typer.Option(help="answers, profile: record as NAME-TAG.json (e.g. before)."),
     ] = None,
     processes: Annotated[
         int | None,

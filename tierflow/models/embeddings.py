@@ -65,6 +65,12 @@ class MiniLMEmbedder:
         self._tokenizer.no_padding()  # padded per batch below, to the longest text only
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime logs optimiser notes at warning level
+        # No busy-waiting: by default onnxruntime's worker threads spin after each run to
+        # save microseconds on the next one. Embedding one short text per question (the
+        # injection classifier), the spinning cost ~37 ms of process CPU per run, 5x the
+        # embedding itself (bench/results/profile-*.json).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(

@@ -35,6 +35,11 @@ class GraphCatalog:
         self.context = context
         self._guardrails = tuple(guardrails)  # added to every graph's stages
         self._apps: dict[tuple[str, int], Any] = {}
+        # Policies per graph, with what they were built from: building one constructs every
+        # guardrail of its stages (~0.3-0.8 ms), and the runner asks for it on each run.
+        self._policies: dict[
+            str, tuple[GraphEntry, TierflowSettings, BudgetSettings, RunPolicy]
+        ] = {}
 
     def entry(self, graph: str) -> GraphEntry:
         """The graph's registration (``UnknownGraph`` if there is none)."""
@@ -44,8 +49,16 @@ class GraphCatalog:
         return sorted({*self._own, *graph_names()})
 
     def policy(self, graph: str, settings: TierflowSettings, budget: BudgetSettings) -> RunPolicy:
-        extra = (*self.entry(graph).guardrails, *self._guardrails)
-        return RunPolicy.from_settings(settings, graph, extra, budget)
+        entry = self.entry(graph)
+        cached = self._policies.get(graph)
+        # identity, not equality: comparing settings models costs what building does
+        made_from = (entry, settings, budget)
+        if cached is not None and all(a is b for a, b in zip(cached[:3], made_from, strict=True)):
+            return cached[3]
+        extra = (*entry.guardrails, *self._guardrails)
+        policy = RunPolicy.from_settings(settings, graph, extra, budget)
+        self._policies[graph] = (entry, settings, budget, policy)
+        return policy
 
     def compile(
         self, graph: str, policy: RunPolicy, saver: BaseCheckpointSaver[Any] | None, *, keep: bool
@@ -63,6 +76,7 @@ class GraphCatalog:
     def forget(self) -> None:
         """Drop the compiled graphs (their checkpointer closed)."""
         self._apps.clear()
+        self._policies.clear()
 
     def add_agent(self, agent: Agent) -> str:
         """Register a one-agent graph for ``agent``; returns its name."""

@@ -244,21 +244,23 @@ def trace_agent(name: str, tier: TierLike, *, kind: str = "agent") -> Callable[[
     answering backend, tokens, cost and fallback from the ``Step`` the node returns.
     """
 
+    # What every run of the node says the same way, built once.
+    fixed: Attrs = {
+        OPERATION: "invoke_agent",
+        AGENT_NAME: name,
+        "tierflow.node.kind": kind,
+        "tierflow.tier": tier.name,
+    }
+    if tier.local_only:
+        fixed["tierflow.residency.pinned"] = "tier is local_only"
+    span_name = f"invoke_agent {name}"
+
     def wrap(node: NodeT) -> NodeT:
         @functools.wraps(node)
         async def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            attrs: Attrs = {
-                OPERATION: "invoke_agent",
-                AGENT_NAME: name,
-                "tierflow.node.kind": kind,
-                "tierflow.tier": tier.name,
-            }
-            if tier.local_only:
-                attrs["tierflow.residency.pinned"] = "tier is local_only"
             thread = _conversation.get()
-            if thread:
-                attrs[CONVERSATION] = thread
-            with span(f"invoke_agent {name}", SpanKind.INTERNAL, attrs) as current:
+            attrs = {**fixed, CONVERSATION: thread} if thread else fixed
+            with span(span_name, SpanKind.INTERNAL, attrs) as current:
                 update = await node(*args, **kwargs)
                 _annotate_step(current, tier, update)
                 return update
