@@ -33,11 +33,7 @@ def test_every_setup_passes_its_checks_at_a_tiny_size() -> None:
     rows = figures["setups"]
     assert set(rows) == {*SETUPS, TWO}
     for name, row in rows.items():
-        if "unavailable" in row:
-            # Only the stateless mode may be missing, and then it says why.
-            assert name == "tierflow-stateless"
-            assert row["unavailable"].startswith('Runner(checkpointer="none"): ')
-            continue
+        assert "unavailable" not in row, (name, row)
         assert row["runs_s_0ms"] > 0 and row["cpu_ms_per_run_0ms_concurrent"] > 0
         if name != TWO:
             assert len(row["cpu_ms_per_run_rounds"]) == 1 and row["cpu_ms_per_run"] > 0
