@@ -122,21 +122,26 @@ def run_benchmarks(
     route: str | None = None,
     limit: int | None = None,
     tag: str | None = None,
+    ids: str | None = None,
 ) -> None:
     names = [name] if name else list(BENCHMARKS)
     for n in names:
         if n not in BENCHMARKS:
             raise UserError(f"unknown benchmark '{n}' (available: {', '.join(BENCHMARKS)})")
-    if (route is not None or limit is not None or tag is not None) and names != ["answers"]:
-        raise UserError("--route, --limit and --tag are options of `tierflow bench answers`")
+    if any(x is not None for x in (route, limit, tag, ids)) and names != ["answers"]:
+        raise UserError("--route, --limit, --ids and --tag are options of `tierflow bench answers`")
     results_dir.mkdir(parents=True, exist_ok=True)
     if names == ["answers"]:
         from tierflow.bench.answers import run
 
-        parts = [f"--route {route}" if route else "", f"--limit {limit}" if limit else ""]
+        parts = [
+            f"--route {route}" if route else "",
+            f"--limit {limit}" if limit else "",
+            f"--ids {ids}" if ids else "",
+        ]
         options = " ".join(p for p in [*parts, f"--tag {tag}" if tag else ""] if p)
         command = f"tierflow bench answers {options}".strip()
-        figures = run(route=route, limit=limit)
+        figures = run(route=route, limit=limit, ids=ids.split(",") if ids else None)
         record_results(
             f"answers-{tag}" if tag else "answers", figures, results_dir, command=command
         )

@@ -651,11 +651,14 @@ def bench(
     tag: Annotated[
         str | None, typer.Option(help="answers: record as answers-TAG.json (e.g. before).")
     ] = None,
+    ids: Annotated[
+        str | None, typer.Option(help="answers: only these question ids (comma-separated).")
+    ] = None,
 ) -> None:
     """Run the benchmarks and record their results."""
     from tierflow.bench import run_benchmarks
 
-    _guard(lambda: run_benchmarks(name, results, route=route, limit=limit, tag=tag))
+    _guard(lambda: run_benchmarks(name, results, route=route, limit=limit, tag=tag, ids=ids))
 
 
 app.command("ui")(console.ui)
