@@ -123,14 +123,23 @@ def run_benchmarks(
     limit: int | None = None,
     tag: str | None = None,
     ids: str | None = None,
+    routing: bool = False,
 ) -> None:
     names = [name] if name else list(BENCHMARKS)
     for n in names:
         if n not in BENCHMARKS:
             raise UserError(f"unknown benchmark '{n}' (available: {', '.join(BENCHMARKS)})")
-    if any(x is not None for x in (route, limit, tag, ids)) and names != ["answers"]:
-        raise UserError("--route, --limit, --ids and --tag are options of `tierflow bench answers`")
+    if (routing or any(x is not None for x in (route, limit, tag, ids))) and names != ["answers"]:
+        raise UserError(
+            "--route, --limit, --ids, --tag and --routing are options of `tierflow bench answers`"
+        )
     results_dir.mkdir(parents=True, exist_ok=True)
+    if names == ["answers"] and routing:
+        from tierflow.bench.answers_routing import run_routing
+
+        command = "tierflow bench answers --routing"
+        record_results("answers-routing", run_routing(), results_dir, command=command)
+        return
     if names == ["answers"]:
         from tierflow.bench.answers import run
 

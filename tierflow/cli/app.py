@@ -654,11 +654,18 @@ def bench(
     ids: Annotated[
         str | None, typer.Option(help="answers: only these question ids (comma-separated).")
     ] = None,
+    routing: Annotated[
+        bool, typer.Option(help="answers: the router alone, with and without its cue words.")
+    ] = False,
 ) -> None:
     """Run the benchmarks and record their results."""
     from tierflow.bench import run_benchmarks
 
-    _guard(lambda: run_benchmarks(name, results, route=route, limit=limit, tag=tag, ids=ids))
+    _guard(
+        lambda: run_benchmarks(
+            name, results, route=route, limit=limit, tag=tag, ids=ids, routing=routing
+        )
+    )
 
 
 app.command("ui")(console.ui)
