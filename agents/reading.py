@@ -62,9 +62,9 @@ def sentences(
     ``query``, best first (ties in retrieval order: the 0.5B model favours the first
     candidates it is shown). Headings and table rules are dropped; a table row is kept
     whole, after its table's header ("Zone | Countries | Standard cost: 2 | Germany, ...
-    | €6.95"), which is not a candidate; a row is ranked on its own cells, since the
-    header's words are every row's."""
-    out: list[tuple[str, str, str]] = []  # (sentence, citation, the words it is ranked on)
+    | €6.95"), which is not a candidate (a row ranked with its header's words still
+    beats its table's other rows on its own cells: "Germany")."""
+    out: list[tuple[str, str]] = []
     for p in passages:
         cite = f"[{p.get('source')}#{p.get('position')}]"
         header = ""
@@ -76,20 +76,20 @@ def sentences(
                 if not header:
                     header = line.strip("| ")
                     continue
-                out.append((f"{header}: {line.strip('| ')}", cite, line))
+                out.append((f"{header}: {line.strip('| ')}", cite))
                 continue
             header = ""
             if line.startswith("#"):
                 continue
             for s in _SENTENCE_END.split(line.lstrip("-*+ ")):
                 if len(s) >= 20:
-                    out.append((s, cite, s))
+                    out.append((s, cite))
     if numbers:  # only sentences stating a number (the question asks for one)
         out = [x for x in out if _NUMBER_WORDS.search(x[0])]
     words = {w[:5] for w in _WORD.findall(query.lower())}
     if words:
-        out.sort(key=lambda x: -len(words & {w[:5] for w in _WORD.findall(x[2].lower())}))
-    return [(s, cite) for s, cite, _ in out[:limit]]
+        out.sort(key=lambda x: -len(words & {w[:5] for w in _WORD.findall(x[0].lower())}))
+    return out[:limit]
 
 
 def asks_quantity(question: str) -> bool:
