@@ -48,6 +48,9 @@ def test_an_offline_quote_must_share_the_query_topic() -> None:
     query = "how many days to return an item"
     assert on_topic('"You have 30 days to return an item." [returns.md#1]', query)
     assert not on_topic('"Card payments use 3-D Secure." [payments.txt#1]', "euro news today")
+    # two shared words of five is not the topic: exchange rates at checkout are no news
+    rate = '"Pay in NOK at the exchange rate shown at checkout." [payments-faq.txt#1]'
+    assert not on_topic(rate, "latest news euro exchange rate")
 
 
 def test_numbers_in_json_tool_results_count_as_evidence() -> None:
