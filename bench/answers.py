@@ -13,6 +13,7 @@ the result file (``answers-TAG.json``), e.g. ``before``.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -105,17 +106,28 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def _run(questions: list[Question], settings: TierflowSettings) -> list[dict[str, Any]]:
+async def _run(
+    questions: list[Question], settings: TierflowSettings, partial: Path | None
+) -> list[dict[str, Any]]:
     rows = []
     async with Runner(settings) as runner:
         for q in questions:
             rows.append(await _ask(runner, q))
+            # an interrupted run (a deadline, a busy machine) keeps the rows it scored
+            if partial is not None:
+                with partial.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
     return rows
 
 
 def run(
-    route: str | None = None, limit: int | None = None, ids: list[str] | None = None
+    route: str | None = None,
+    limit: int | None = None,
+    ids: list[str] | None = None,
+    partial: Path | None = None,
 ) -> dict[str, Any]:
+    """The figures; with ``partial``, each question's row is also appended there (JSON
+    lines) as soon as it is scored."""
     if route is not None and route not in ROUTES:
         raise UserError(f"unknown route '{route}' (routes: {', '.join(ROUTES)})")
     with tempfile.TemporaryDirectory(prefix="tierflow-answers-") as tmp:
@@ -132,7 +144,7 @@ def run(
         if limit is not None:
             # the first `limit` of each route, so a quick run still covers every route
             questions = [q for r in ROUTES for q in [x for x in questions if x.route == r][:limit]]
-        rows = asyncio.run(_run(questions, settings))
+        rows = asyncio.run(_run(questions, settings, partial))
     tiers = {name: [str(b) for b in t.backends] for name, t in settings.tiers.items()}
     return {
         "tiers": tiers,

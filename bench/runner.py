@@ -150,7 +150,12 @@ def run_benchmarks(
         ]
         options = " ".join(p for p in [*parts, f"--tag {tag}" if tag else ""] if p)
         command = f"tierflow bench answers {options}".strip()
-        figures = run(route=route, limit=limit, ids=ids.split(",") if ids else None)
+        partial = results_dir / f"answers-{tag or 'run'}.partial.jsonl"
+        partial.unlink(missing_ok=True)
+        figures = run(
+            route=route, limit=limit, ids=ids.split(",") if ids else None, partial=partial
+        )
+        partial.unlink()  # the whole run is recorded below
         record_results(
             f"answers-{tag}" if tag else "answers", figures, results_dir, command=command
         )
