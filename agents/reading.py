@@ -124,10 +124,11 @@ async def pick_sentence(
     return f'"{sentence}" {cite}'
 
 
-def on_topic(quote: str, query: str, shared: int = 2) -> bool:
-    """Whether ``quote`` shares at least half of ``query``'s content words, and at least
-    ``shared``. Measured on the benchmark's offline web questions: an exchange-rate
-    sentence shares 2 of 5 words with "latest news euro exchange rate" and does not
-    answer it; the return-window sentence shares 3 of 5 with its question and does."""
+def on_topic(quote: str, query: str, shared: int = 2, *, half: bool = True) -> bool:
+    """Whether ``quote`` shares at least ``shared`` of ``query``'s content words and, with
+    ``half``, at least half of them. Measured on the benchmark's offline web questions:
+    an exchange-rate sentence shares 2 of 5 words with "latest news euro exchange rate"
+    and does not answer it; the return-window sentence shares 3 of 5 with its question."""
     wanted = content_words(query)
-    return len(content_words(quote) & wanted) >= max(shared, (len(wanted) + 1) // 2)
+    need = max(shared, (len(wanted) + 1) // 2) if half else shared
+    return len(content_words(quote) & wanted) >= need

@@ -335,6 +335,10 @@ class DocsWorkflow:
             run.failed = True
             return f"I could not search the documents: {_error(outcome)}."
         quoted = await pick_sentence(run, _passages(outcome), query)
+        if quoted is not None and not on_topic(quoted, query, half=False):
+            # measured (bench answers, docs): the wrong picks that remained shared at most
+            # one content word with the query (a VAT sentence for a washing temperature)
+            quoted = None
         return quoted if quoted is not None else NOT_FOUND
 
 

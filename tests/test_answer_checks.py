@@ -51,6 +51,10 @@ def test_an_offline_quote_must_share_the_query_topic() -> None:
     # two shared words of five is not the topic: exchange rates at checkout are no news
     rate = '"Pay in NOK at the exchange rate shown at checkout." [payments-faq.txt#1]'
     assert not on_topic(rate, "latest news euro exchange rate")
+    # the librarian asks two shared words, not half
+    vat = '"Orders are invoiced with 0% VAT (reverse charge)." [payments-faq.txt#1]'
+    assert not on_topic(vat, "maximum temperature to wash linen", half=False)
+    assert on_topic(rate, "latest news euro exchange rate", half=False)
 
 
 def test_numbers_in_json_tool_results_count_as_evidence() -> None:
