@@ -249,7 +249,7 @@ def agent_node(agent: Agent, tiers: TierSet) -> NodeFn:
                 step.step.degraded = True
             if agent.output_type is not None:
                 text = await _validated(step, agent, messages, text, sensitive)
-            elif agent.tools and not step.step.degraded:
+            elif not step.step.degraded:  # tool-less agents too: their numbers are unsourced
                 text = await _verified(step, agent, messages, text, this_run)
             text, own = await guard_answer(guards, agent, text, this_run)
             verdicts += own

@@ -97,6 +97,9 @@ class WorkflowRun:
     #: Set by a workflow that could not do its job (e.g. code still failing after its
     #: repairs): the step is degraded, so the run is too.
     failed: bool = False
+    #: Set by a workflow whose own cross-check failed (e.g. two programs printed different
+    #: results): the answer is marked unverified with this reason, whatever its numbers.
+    unverified: str | None = None
 
     async def ask(
         self,
@@ -227,6 +230,8 @@ async def run_workflow(
         return str(fixed)
 
     text, verified = await verify_answer(text, run.evidence, repair)
+    if run.unverified is not None and verified:
+        text, verified = f"{text}\n\n(unverified: {run.unverified})", False
     text, own = await guard_answer(guards, agent, text, [*this_run, *run.messages])
     if step.step is None:  # no model call was needed
         step.skipped(Step(node=agent.name, tier=tier.name, backend=None, model=None))

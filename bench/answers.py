@@ -6,13 +6,14 @@ graph with the configured tiers: the embedded model by default, any
 ``TIERFLOW_LOCAL_MODEL``, or a hosted tier when one is configured. Truths are computed
 at bench time (``answers_truth``). Per route it reports: correct, routed right, right tool
 used, confidently wrong (wrong and neither degraded nor marked unverified), and the
-seconds per question. ``--route`` and ``--limit`` run a subset; ``--tag`` names the result
-file (``answers-TAG.json``), e.g. ``before``.
+seconds per question. ``--route``, ``--limit`` and ``--ids`` run a subset; ``--tag`` names
+the result file (``answers-TAG.json``), e.g. ``before``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -32,7 +33,8 @@ from tierflow.tools.sql import demo_db_path
 
 LANGUAGES = ("en", "fr", "de", "es")
 # An answer that says it may be wrong, or that abstains, is not confidently wrong.
-_MARKS = ("unverified", "[degraded]", "this is not in the documents", "do not answer this")
+_ABSTAIN = ("this is not in the documents", "do not answer this")
+_MARKS = ("unverified", "[degraded]", *_ABSTAIN)
 
 
 def _marked(record: RunRecord) -> bool:
@@ -71,6 +73,9 @@ async def _ask(runner: Runner, q: Question) -> dict[str, Any]:
         "correct": correct,
         "marked": _marked(record),
         "confidently_wrong": not correct and not _marked(record),
+        # says "not in the documents" / "does not answer this": no fact claimed, so not
+        # counted confidently wrong, but counted here so an abstention cannot hide a miss
+        "abstained": not correct and any(m in record.answer.lower() for m in _ABSTAIN),
         "seconds": round(seconds, 2),
         "truth": str(q.value) if q.value is not None else "web unavailable",
         "answer": record.answer[:400],
@@ -95,20 +100,34 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "right_tool": share("right_tool"),
         "confidently_wrong": sum(1 for r in rows if r["confidently_wrong"]),
         "marked_unverified_or_degraded": sum(1 for r in rows if r["marked"]),
+        "wrong_abstained": sum(1 for r in rows if r.get("abstained")),
         "median_s": round(statistics.median(r["seconds"] for r in rows), 2),
         "mean_s": round(statistics.fmean(r["seconds"] for r in rows), 2),
     }
 
 
-async def _run(questions: list[Question], settings: TierflowSettings) -> list[dict[str, Any]]:
+async def _run(
+    questions: list[Question], settings: TierflowSettings, partial: Path | None
+) -> list[dict[str, Any]]:
     rows = []
     async with Runner(settings) as runner:
         for q in questions:
             rows.append(await _ask(runner, q))
+            # an interrupted run (a deadline, a busy machine) keeps the rows it scored
+            if partial is not None:
+                with partial.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
     return rows
 
 
-def run(route: str | None = None, limit: int | None = None) -> dict[str, Any]:
+def run(
+    route: str | None = None,
+    limit: int | None = None,
+    ids: list[str] | None = None,
+    partial: Path | None = None,
+) -> dict[str, Any]:
+    """The figures; with ``partial``, each question's row is also appended there (JSON
+    lines) as soon as it is scored."""
     if route is not None and route not in ROUTES:
         raise UserError(f"unknown route '{route}' (routes: {', '.join(ROUTES)})")
     with tempfile.TemporaryDirectory(prefix="tierflow-answers-") as tmp:
@@ -117,10 +136,15 @@ def run(route: str | None = None, limit: int | None = None) -> dict[str, Any]:
         questions = load_questions(shop, demo_docs_dir())
         if route is not None:
             questions = [q for q in questions if q.route == route]
+        if ids is not None:
+            unknown = sorted(set(ids) - {q.id for q in questions})
+            if unknown:
+                raise UserError(f"unknown question id(s): {', '.join(unknown)}")
+            questions = [q for q in questions if q.id in ids]
         if limit is not None:
             # the first `limit` of each route, so a quick run still covers every route
             questions = [q for r in ROUTES for q in [x for x in questions if x.route == r][:limit]]
-        rows = asyncio.run(_run(questions, settings))
+        rows = asyncio.run(_run(questions, settings, partial))
     tiers = {name: [str(b) for b in t.backends] for name, t in settings.tiers.items()}
     return {
         "tiers": tiers,

@@ -228,13 +228,14 @@ def _states(text: str, value: Decimal | str, tol: Decimal, found: list[set[Decim
     return value.lower() in words or (" " in value and value.lower() in text.lower())
 
 
+_CITATION = re.compile(r"\[[^\[\]\s]+#\d+\]")
 _CODE = re.compile(r"```(?:sql|python|py)\s.*?```", re.DOTALL | re.IGNORECASE)
 
 
 def score(q: Question, answer: str) -> bool:
     """Right when the answer states the value and no rejected reading. SQL and Python
     shown in fenced blocks are how the answer was found, not what it states."""
-    answer = _CODE.sub(" ", answer)
+    answer = _CITATION.sub(" ", _CODE.sub(" ", answer))  # "[privacy-notice.md#3]" is no 3
     if q.unavailable:
         return bool(_UNAVAILABLE.search(answer)) and not _numbers(re.sub(r"\[[^\]]*\]", "", answer))
     assert q.value is not None

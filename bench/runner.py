@@ -147,28 +147,22 @@ def run_benchmarks(
     limit: int | None = None,
     tag: str | None = None,
     processes: int | None = None,
+    ids: str | None = None,
+    routing: bool = False,
 ) -> None:
     names = [name] if name else [*BENCHMARKS, *TAGGED]
     for n in names:
         if n not in BENCHMARKS and n not in TAGGED:
             known = ", ".join([*BENCHMARKS, *TAGGED])
             raise UserError(f"unknown benchmark '{n}' (available: {known})")
-    if names == ["overhead"] and route is None and tag is None:
+    _check_options(names, route, limit, tag, processes, ids, routing)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if names == ["overhead"] and limit is not None:
         from tierflow.bench.overhead import run as overhead
 
-        command = "tierflow bench overhead" + (f" --limit {limit}" if limit else "")
+        command = f"tierflow bench overhead --limit {limit}"
         record_results("overhead", overhead(limit), results_dir, command=command)
         return
-    if (route is not None or limit is not None) and names != ["answers"]:
-        raise UserError(
-            "--route and --limit are options of `tierflow bench answers` "
-            "(--limit also of `tierflow bench overhead`: runs per setup)"
-        )
-    if tag is not None and names not in (["answers"], *([t] for t in TAGGED)):
-        raise UserError(f"--tag is an option of `tierflow bench answers|{'|'.join(TAGGED)}`")
-    if processes is not None and names != ["load"]:
-        raise UserError("--processes is an option of `tierflow bench load`")
-    results_dir.mkdir(parents=True, exist_ok=True)
     if processes is not None and processes > 1:
         from tierflow.bench.load_procs import run as run_processes
 
@@ -178,15 +172,7 @@ def run_benchmarks(
         record_results(f"load-processes-{processes}", figures, results_dir, command=command)
         return
     if names == ["answers"]:
-        from tierflow.bench.answers import run
-
-        parts = [f"--route {route}" if route else "", f"--limit {limit}" if limit else ""]
-        options = " ".join(p for p in [*parts, f"--tag {tag}" if tag else ""] if p)
-        command = f"tierflow bench answers {options}".strip()
-        figures = run(route=route, limit=limit)
-        record_results(
-            f"answers-{tag}" if tag else "answers", figures, results_dir, command=command
-        )
+        _answers_run(results_dir, route, limit, tag, ids, routing)
         return
     for n in names:
         print(f"running {n}…", file=sys.stderr, flush=True)
@@ -196,3 +182,57 @@ def run_benchmarks(
             record_results(f"{n}-{tag or 'now'}", figures, results_dir, command=command)
         else:
             record_results(n, BENCHMARKS[n](), results_dir, command=f"tierflow bench {n}")
+
+
+def _check_options(
+    names: list[str],
+    route: str | None,
+    limit: int | None,
+    tag: str | None,
+    processes: int | None,
+    ids: str | None,
+    routing: bool,
+) -> None:
+    """Each option belongs to some benchmarks: a one-line error for any other."""
+    answers = names == ["answers"]
+    if (routing or route is not None or ids is not None) and not answers:
+        raise UserError("--route, --ids and --routing are options of `tierflow bench answers`")
+    if limit is not None and names not in (["answers"], ["overhead"]):
+        raise UserError(
+            "--limit is an option of `tierflow bench answers` (questions per route) "
+            "and `tierflow bench overhead` (runs per setup)"
+        )
+    if tag is not None and names not in (["answers"], *([t] for t in TAGGED)):
+        raise UserError(f"--tag is an option of `tierflow bench answers|{'|'.join(TAGGED)}`")
+    if processes is not None and names != ["load"]:
+        raise UserError("--processes is an option of `tierflow bench load`")
+
+
+def _answers_run(
+    results_dir: Path,
+    route: str | None,
+    limit: int | None,
+    tag: str | None,
+    ids: str | None,
+    routing: bool,
+) -> None:
+    if routing:
+        from tierflow.bench.answers_routing import run_routing
+
+        command = "tierflow bench answers --routing"
+        record_results("answers-routing", run_routing(), results_dir, command=command)
+        return
+    from tierflow.bench.answers import run
+
+    parts = [
+        f"--route {route}" if route else "",
+        f"--limit {limit}" if limit else "",
+        f"--ids {ids}" if ids else "",
+    ]
+    options = " ".join(p for p in [*parts, f"--tag {tag}" if tag else ""] if p)
+    command = f"tierflow bench answers {options}".strip()
+    partial = results_dir / f"answers-{tag or 'run'}.partial.jsonl"
+    partial.unlink(missing_ok=True)
+    figures = run(route=route, limit=limit, ids=ids.split(",") if ids else None, partial=partial)
+    partial.unlink()  # the whole run is recorded below
+    record_results(f"answers-{tag}" if tag else "answers", figures, results_dir, command=command)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, create_model
 
 from tierflow.agents import Agent, add_agent
 from tierflow.agents.step import ModelStep
+from tierflow.graphs.keywords import KeywordRouter
 from tierflow.graphs.router import router_node
 from tierflow.graphs.semantic import SemanticRouter
 from tierflow.models.embeddings import Embedder
@@ -40,6 +41,10 @@ class Route:
     agent: Agent
     #: A few example requests for this route; with an embedder they drive semantic routing.
     examples: Sequence[str] = ()
+    #: Cue regexes (any language) that decide the route before any model when this route
+    #: gets the most hits; ``strong_keywords`` (e.g. "search the web") count three.
+    keywords: Sequence[str] = ()
+    strong_keywords: Sequence[str] = ()
 
 
 def router_graph(
@@ -63,6 +68,8 @@ def router_graph(
     if embedder is not None and len(routes) > 1:
         texts = {name: [r.description, *r.examples] for name, r in routes.items()}
         semantic = SemanticRouter(embedder, texts, margin=margin)
+    cues = {n: (r.keywords, r.strong_keywords) for n, r in routes.items()}
+    keywords = KeywordRouter(cues) if any(a or b for a, b in cues.values()) else None
     graph.add_node(
         name,
         router_node(
@@ -71,6 +78,7 @@ def router_graph(
             tier=router_tier,
             default=default,
             semantic=semantic,
+            keywords=keywords,
             node=name,
         ),
     )

@@ -23,6 +23,62 @@ _STYLE = (
 )
 
 
+# Cue words of each route, in the four languages the graph serves (see graphs/keywords.py).
+# Hits skip the semantic router and the model; ties and misses fall through to them.
+# fmt: off
+_DATA_CUES = (
+    r"orders?\b", r"commandes?\b", r"bestellung", r"pedidos?\b", r"customers?\b", r"clients?\b",
+    r"kunden", r"clientes?\b", r"products?\b", r"produits?\b", r"produkte?\b", r"productos?\b",
+    r"categor", r"kategorie", r"statu[st]", r"revenue", r"chiffre d.affaires", r"umsatz",
+    r"ingresos", r"unit price", r"prix unitaire", r"stückpreis", r"precio unitario",
+    r"units? (?:of|sold)", r"sold\b", r"vendu", r"verkauft", r"vendid", r"signed up", r"inscrit",
+    r"registriert", r"registrad", r"ländercode", r"country code",
+)
+_DOCS_CUES = (
+    r"polic", r"politique", r"richtlinie", r"política", r"handbook", r"employ", r"mitarbeiter",
+    r"emplead", r"staff", r"personnel", r"return", r"retour", r"rückgabe", r"devol", r"shipping",
+    r"envío", r"livraison", r"versand", r"delivery", r"express", r"warrant", r"garant", r"expense",
+    r"dépense", r"spesen", r"gastos?\b", r"travel", r"voyage", r"reise", r"viaje", r"leave\b",
+    r"congé", r"urlaub", r"vacacion", r"holiday", r"remote", r"télétravail", r"homeoffice",
+    r"teletrabajo", r"password", r"mot de passe", r"passwort", r"contraseña", r"screen", r"écran",
+    r"bildschirm", r"pantalla", r"gift card", r"carte.cadeau", r"gutschein", r"tarjetas? regalo",
+    r"on-call", r"astreinte", r"bereitschaft", r"guardia", r"sev\d", r"breach", r"privacy",
+    r"données personnelles", r"datenschutz", r"privacidad", r"retention", r"conserv",
+    r"gespeichert", r"stored", r"hotel", r"aufbewahr", r"factura", r"invoice", r"facture",
+    r"rechnung", r"budget", r"training", r"formation", r"weiterbildung", r"formación", r"goodwill",
+    r"approv", r"approuv", r"genehmig", r"aprob", r"wash", r"lav(?:er|ar|age|ado)", r"wasch",
+    r"shrink", r"rétréc", r"einlauf", r"encog", r"season", r"cast.iron", r"fonte", r"gusseisen",
+    r"hierro fundido", r"oil", r"huil", r"öl", r"aceit", r"care guide", r"entretien", r"pflege",
+    r"cuidado", r"oven", r"au four", r"ofen", r"horno", r"grad\b", r"degrees?\b", r"température",
+    r"temperatur",
+)
+_CODE_CUES = (
+    r"comput", r"calcul", r"berechne", r"rechne", r"exact", r"genau", r"prime",
+    r"nombres? premiers?", r"primzahl", r"primo", r"fibonacci", r"factorial", r"factoriel",
+    r"fakultät", r"sum of", r"somme", r"summe", r"suma", r"digits", r"chiffres", r"ziffern",
+    r"dígitos", r"teiler", r"divisor", r"diviseur", r"pgcd", r"gcd", r"squares", r"carrés",
+    r"quadrat", r"cuadrados", r"\d+\s*(?:\*\*|\^|\*|×)\s*\d+", r"elevado", r"puissance",
+    r"hoch \d", r"power", r"seconds", r"secondes", r"sekunden", r"segundos", r"letter", r"lettre",
+    r"buchstabe", r"letra", r"(?:between|entre|zwischen)\b.*\d{4}.*\d{4}",
+)
+_CODE_CUES_STRONG = (
+    r"python", r"code\b", r"código", r"programm?e?\b", r"script",
+)
+_WEB_CUES = (
+    r"news", r"nouvelles", r"actualités", r"nachrichten", r"noticias", r"weather", r"météo",
+    r"wetter", r"tiempo\b", r"clima", r"bitcoin", r"stock price", r"cours de", r"aktienkurs",
+    r"today", r"aujourd.hui", r"heute", r"hoy\b", r"yesterday", r"gestern", r"ayer", r"current",
+    r"actuel", r"aktuell", r"latest", r"dernières", r"neueste", r"últimas", r"football",
+    r"fußball", r"fútbol",
+)
+_WEB_CUES_STRONG = (
+    r"(?:on|search) the web", r"sur (?:le )?web", r"im (?:web|internet)",
+    r"en (?:la )?(?:web|internet)", r"sur internet", r"the internet", r"online", r"en ligne",
+    r"web search",
+)
+# fmt: on
+
+
 def specialists(ctx: BuildContext) -> dict[str, Route]:
     """The four specialists of the default graph, by route."""
     t = ctx.tools
@@ -47,6 +103,7 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 "¿Cuál es el precio del molinillo de café?",
                 "What is the price of the espresso machine?",
             ),
+            keywords=_DATA_CUES,
             agent=Agent(
                 name="analyst",
                 tier="reasoning",
@@ -85,6 +142,7 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 "Ab welchem Betrag ist der Versand kostenlos?",
                 "¿Cuándo se bloquea la pantalla del portátil?",
             ),
+            keywords=_DOCS_CUES,
             agent=Agent(
                 name="librarian",
                 tier="reasoning",
@@ -115,6 +173,8 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 "Welche Zahl ist die Wurzel aus 144?",
                 "How many days are there between two dates?",
             ),
+            keywords=_CODE_CUES,
+            strong_keywords=_CODE_CUES_STRONG,
             agent=Agent(
                 name="coder",
                 tier="reasoning",
@@ -141,6 +201,8 @@ def specialists(ctx: BuildContext) -> dict[str, Route]:
                 "Suche im Web nach dem aktuellen Ölpreis.",
                 "Busca en internet las noticias de hoy sobre Madrid.",
             ),
+            keywords=_WEB_CUES,
+            strong_keywords=_WEB_CUES_STRONG,
             agent=Agent(
                 name="researcher",
                 tier="reasoning",

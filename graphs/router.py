@@ -11,6 +11,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
 
 from tierflow.agents.step import ModelStep, NodeFn
+from tierflow.graphs.keywords import KeywordRouter
 from tierflow.graphs.semantic import SemanticRouter
 from tierflow.models.tiers import TierSet
 from tierflow.record import Attempt, Step
@@ -36,10 +37,12 @@ def router_node(
     tier: str = "router",
     default: str | None = None,
     semantic: SemanticRouter | None = None,
+    keywords: KeywordRouter | None = None,
     node: str = "router",
 ) -> NodeFn:
     """A node that sets ``state["route"]``. Routes map a name to a one-line description.
 
+    With ``keywords``, a route whose cue words lead decides first (no model, no embedder).
     With ``semantic``, a confident embedding match decides without a model call; otherwise
     the router tier's model picks under a JSON schema. If the router tier is down the run
     still goes on, on ``default`` (the first route), and the step is marked degraded.
@@ -61,6 +64,20 @@ def router_node(
         step = ModelStep(node, the_tier, state, kind="router")
         question = run_question(state)
         prior: list[Attempt] = []
+        if keywords is not None:
+            cue = keywords.classify(question)
+            if cue.route is not None:
+                ms = round((time.perf_counter() - step.started) * 1000, 2)
+                step.skipped(
+                    Step(
+                        node=node,
+                        tier=the_tier.name,
+                        backend="keywords",
+                        model=None,
+                        attempts=[Attempt(backend="keywords", outcome="ok", duration_ms=ms)],
+                    )
+                )
+                return step.finish({"route": cue.route}, route=cue.route)
         if semantic is not None:
             decision = await asyncio.to_thread(semantic.classify, question)
             ms = round((time.perf_counter() - step.started) * 1000, 2)

@@ -80,7 +80,7 @@ def test_ask_json_contract_against_scripted_backends(tmp_path: Path) -> None:
             Reply.json({"route": "data"}),
             Reply.text("forty-two", input_tokens=30, output_tokens=4),
         )
-        result = runner.invoke(app, ["ask", "--json", "--thread", "th", "What is 6*7?"])
+        result = runner.invoke(app, ["ask", "--json", "--thread", "th", "What is six times seven?"])
         assert result.exit_code == 0, result.stderr
         record = json.loads(result.stdout)
         assert (

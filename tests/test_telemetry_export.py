@@ -100,7 +100,12 @@ async def _run(argv: list[str], folder: Path, env: dict[str, str]) -> Run:
 async def ask(folder: Path, *prefix: str, **otel: str) -> tuple[Run, int]:
     """`tierflow ask --json` in ``folder`` against its own scripted server; the run and the
     server's port."""
-    argv = [*(prefix or (sys.executable, "-m", "tierflow")), "ask", "--json", "What is 6*7?"]
+    argv = [
+        *(prefix or (sys.executable, "-m", "tierflow")),
+        "ask",
+        "--json",
+        "What is six times seven?",
+    ]
     with ScriptedServer() as srv:
         _models(srv, folder)
         keys = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": srv.base_url}

@@ -64,19 +64,34 @@ async def test_analyst_repairs_its_sql_from_the_error_and_answers_from_the_rows(
     server.enqueue(
         Reply.text("```sql\nSELECT COUNT(*) FROM order_list WHERE country = 'France'\n```"),
         Reply.text(f"```sql\n{FRANCE}\n```"),
+        Reply.text(f"```sql\n{FRANCE.replace('COUNT(*)', 'COUNT(o.id)')}\n```"),  # agrees
     )
     runner = Runner(_local(tmp_path, server), tiers={"router": _router("data")})
     record = await runner.ask("How many orders came from customers in France?")
 
     assert record.route == "data"
-    assert [c.name for c in _calls(record)] == ["sql_schema", "sql_query", "sql_query"]
-    assert [c.ok for c in _calls(record)] == [True, False, True]
-    first, repair = _prompts(server)
+    # schema, the failing statement, its repair, then the independent cross-check
+    assert [c.name for c in _calls(record)] == ["sql_schema"] + ["sql_query"] * 3
+    assert [c.ok for c in _calls(record)] == [True, False, True, True]
+    first, repair, check = _prompts(server)
+    assert "order_list" not in check  # written without the first attempt in sight
     assert "'FR'" in first and "REFERENCES customers(id)" in first  # values, foreign keys
     assert "order_list" in repair and "corrected statement" in repair  # and its error
     assert "**79**" in record.answer and FRANCE in record.answer  # rows, and the SQL shown
     assert record.verified and not record.degraded
     assert record.steps[-1].verified is True
+
+
+async def test_analyst_whose_second_query_disagrees_is_marked_unverified(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    spain = FRANCE.replace("'FR'", "'ES'")
+    server.enqueue(Reply.text(f"```sql\n{FRANCE}\n```"), Reply.text(f"```sql\n{spain}\n```"))
+    runner = Runner(_local(tmp_path, server), tiers={"router": _router("data")})
+    record = await runner.ask("How many orders came from customers in Spain?")
+
+    assert "**79**" in record.answer and "(unverified: a second query returned" in record.answer
+    assert record.verified is False and not record.degraded
 
 
 async def test_coder_repairs_code_that_prints_nothing_and_quotes_the_output(
@@ -85,14 +100,32 @@ async def test_coder_repairs_code_that_prints_nothing_and_quotes_the_output(
     server.enqueue(
         Reply.text("```python\nresult = 2 ** 100\n```"),
         Reply.text("```python\nprint(2 ** 100)\n```"),
+        Reply.text("```python\nx = 1\nfor _ in range(100):\n    x *= 2\nprint(x)\n```"),
     )
     runner = Runner(_local(tmp_path, server), tiers={"router": _router("code")})
     record = await runner.ask("Compute 2**100 exactly.")
 
-    assert [c.name for c in _calls(record)] == ["run_python", "run_python"]
+    # the first try, its repair, then the independent second program (the cross-check)
+    assert [c.name for c in _calls(record)] == ["run_python"] * 3
     assert "printed nothing" in _prompts(server)[1]
+    assert "print(2 ** 100)" not in _prompts(server)[2]  # it never saw the first program
     assert f"Output: {2**100}" in record.answer
     assert record.verified and not record.degraded
+
+
+async def test_coder_whose_second_program_disagrees_is_marked_unverified(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    server.enqueue(
+        Reply.text("```python\nprint(7 * 60 * 60)\n```"),  # runs cleanly, but wrong
+        Reply.text("```python\nprint(7 * 24 * 60 * 60)\n```"),
+    )
+    runner = Runner(_local(tmp_path, server), tiers={"router": _router("code")})
+    record = await runner.ask("How many seconds are in a week? Use Python.")
+
+    assert "Output: 25200" in record.answer
+    assert "(unverified: a second program printed 604800, not 25200)" in record.answer
+    assert record.verified is False and record.steps[-1].verified is False
 
 
 async def test_coder_that_never_prints_is_degraded_not_a_guess(

@@ -76,6 +76,11 @@ def _content(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP}
 
 
+def content_words(text: str) -> set[str]:
+    """The content words of ``text`` (no function words), on a 5-letter prefix."""
+    return _content(text)
+
+
 @dataclass
 class _Evidence:
     texts: list[str] = field(default_factory=list)
@@ -194,12 +199,18 @@ def numbers_in(text: str) -> list[tuple[str, set[Decimal]]]:
     return [(m, readings(m)) for m in _WRITTEN_NUMBER.findall(text)]
 
 
+_JSON_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|[nrtbf\\/\"])")
+
+
 def ungrounded_numbers(answer: str, evidence: Iterable[str]) -> list[str]:
     """The numbers of ``answer`` that no text of ``evidence`` states (citations such as
     ``[source#3]`` are not claims). The run's grounding rule: every number, date and
     amount of an answer comes from a tool result, or from code that ran."""
     known: set[Decimal] = set()
     for text in evidence:
+        # Tool results reach the model as JSON: "\u20ac14.95" and "\n15" hide their
+        # numbers behind an escape's letter unless the escape is read as a break.
+        text = _JSON_ESCAPE.sub(" ", text)
         for _, values in numbers_in(text):
             known |= values
     plain = _CITATION.sub(" ", answer)

@@ -666,13 +666,26 @@ def bench(
             "(records load-processes-P.json).",
         ),
     ] = None,
+    ids: Annotated[
+        str | None, typer.Option(help="answers: only these question ids (comma-separated).")
+    ] = None,
+    routing: Annotated[
+        bool, typer.Option(help="answers: the router alone, with and without its cue words.")
+    ] = False,
 ) -> None:
     """Run the benchmarks and record their results."""
     from tierflow.bench import run_benchmarks
 
     _guard(
         lambda: run_benchmarks(
-            name, results, route=route, limit=limit, tag=tag, processes=processes
+            name,
+            results,
+            route=route,
+            limit=limit,
+            tag=tag,
+            processes=processes,
+            ids=ids,
+            routing=routing,
         )
     )
 
