@@ -201,7 +201,8 @@ def test_default_graph_routes_to_the_specialist_and_uses_its_tool(
     assert "Traceback" not in proc.stderr
     record = json.loads(proc.stdout)
     assert record["route"] == route
-    assert record["steps"][0]["backend"] == "semantic"
+    # decided before the model: by its cue words, else by the semantic router
+    assert record["steps"][0]["backend"] in ("keywords", "semantic")
     calls = [c for s in record["steps"] if s["node"] == node for c in s["tool_calls"]]
     assert calls and all(c["name"].startswith(tool) for c in calls)
     # the embedded model is small: the specialist followed its workflow, and the answer's
@@ -216,4 +217,5 @@ def test_default_graph_routes_to_the_specialist_and_uses_its_tool(
         assert proc.returncode == 0 and record["answer"]
     if route == "data":  # the answer shows the SQL that ran
         ran = [c["args"]["query"] for c in calls if c["name"] == "sql_query" and c["ok"]]
-        assert ran and ran[-1] in record["answer"]
+        # the first query that ran is the answer's; a second one cross-checks it
+        assert ran and ran[0] in record["answer"]
