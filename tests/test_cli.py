@@ -103,6 +103,17 @@ def test_ask_json_contract_against_scripted_backends(tmp_path: Path) -> None:
         assert [r.body["model"] for r in srv.requests] == ["router-model", "big-model"]
 
 
+def test_ask_human_output_names_the_cue_words_router_without_a_model(tmp_path: Path) -> None:
+    with ScriptedServer() as srv:
+        _config(tmp_path, srv.base_url)
+        srv.enqueue(Reply.text("forty-two"))  # the analyst only: cue words route
+        result = runner.invoke(app, ["ask", "How many orders are there?"])
+        assert result.exit_code == 0, result.stderr
+        assert "router · tier router · keywords\n" in result.stdout
+        assert "(None)" not in result.stdout
+        assert [r.body["model"] for r in srv.requests] == ["big-model"]
+
+
 def test_ask_exits_1_with_the_record_when_no_backend_can_answer(tmp_path: Path) -> None:
     with ScriptedServer() as srv:
         _config(tmp_path, srv.base_url)

@@ -200,7 +200,9 @@ def _print_record(record: Any) -> None:
         out.print(record.answer, highlight=False, markup=False, soft_wrap=True)
     out.print()
     for step in record.steps:
-        where = f"{step.backend} ({step.model})" if step.backend else "no backend"
+        where = step.backend or "no backend"
+        if step.model:  # a router decided by cue words or embeddings names no model
+            where += f" ({step.model})"
         line = f"[dim]{step.node} · tier {step.tier} · {where}"
         if step.fallback_reason:
             line += f" · fell back: {step.fallback_reason}"
