@@ -277,3 +277,36 @@ def test_retry_after_reads_seconds_and_dates_within_bounds() -> None:
     assert retry_after(None) == 1.0 and retry_after("soon") == 1.0
     assert retry_after("3600") == MAX_RETRY_AFTER_S
     assert 3 <= retry_after(formatdate(time.time() + 5, usegmt=True)) <= 5
+
+
+async def test_a_run_killed_before_its_first_step_is_continued_not_refused(
+    tmp_path: Path,
+) -> None:
+    """A kill right after the run's input was checkpointed (step -1) leaves the question in
+    the ``__start__`` channel, not yet in ``messages``: the batch must still recognise the
+    line's own run and continue it (it used to be refused as someone else's)."""
+    from tierflow import Runner, load_settings
+    from tierflow.runner.batch.items import BatchItem
+    from tierflow.runner.batch.local import cut_off
+    from tierflow.testing import ScriptedChatModel, scripted_tier
+
+    settings = load_settings(state_dir=tmp_path / "state", guardrails={"enabled": False})
+    model = ScriptedChatModel(default="done")
+    tiers = {"reasoning": scripted_tier("reasoning", model)}
+    async with Runner(settings, tiers=tiers) as runner:
+        await runner.ask("first question", graph="direct", thread_id="a")
+        saver = runner.checkpointer
+        # thread b: a copy of thread a's input checkpoint, as a kill at that point leaves it
+        start = [t async for t in saver.alist({"configurable": {"thread_id": "a"}})][-1]
+        assert start.metadata.get("step") == -1
+        config = {"configurable": {"thread_id": "b", "checkpoint_ns": ""}}
+        checkpoint = start.checkpoint
+        await saver.aput(config, checkpoint, start.metadata, checkpoint["channel_versions"])  # type: ignore[arg-type]
+
+        item = BatchItem(line=1, id="q1", question="first question", thread_id="b")
+        assert await cut_off(runner, item)
+        assert not await cut_off(
+            runner, BatchItem(line=2, id="q2", question="other", thread_id="b")
+        )
+        record = await runner.resume("b")
+    assert record.status == "completed" and record.answer == "done"

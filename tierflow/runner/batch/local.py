@@ -66,7 +66,11 @@ async def cut_off(runner: Runner, item: BatchItem) -> bool:
     app = runner.compile(str(values.get("graph") or "default"), runner.checkpointer)
     if (await read_thread(app, config, saved)).status != "unfinished":
         return False
-    asked = [m for m in values.get("messages", []) if isinstance(m, HumanMessage)]
+    # Killed right after the run's input was checkpointed, before ``__start__`` ran, the
+    # question is still in the ``__start__`` channel, not yet in ``messages``.
+    start = values.get("__start__")
+    pending = start.get("messages", []) if isinstance(start, dict) else []
+    asked = [m for m in [*values.get("messages", []), *pending] if isinstance(m, HumanMessage)]
     return bool(asked) and asked[-1].content == item.question.strip()
 
 
